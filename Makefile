@@ -1,0 +1,49 @@
+# rescue: `make run` starts the listener, `make test` installs everything and runs every test tier.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 3333
+CAPTURES ?= ./captures
+
+# Debian packages the tests use as real components (busybox nc, klibc ipconfig, qemu, a Debian kernel,
+# mkinitramfs, dracut, mkfs.btrfs). `make deps` installs the missing ones.
+DEB_PACKAGES := busybox-static klibc-utils shellcheck socat iproute2 kmod cpio zstd xz-utils lz4 \
+	qemu-system-x86 initramfs-tools dracut-core btrfs-progs linux-image-cloud-amd64
+
+.PHONY: all run venv deps test test-fast lint bench demo clean
+
+all: venv
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+deps:
+	sh scripts/install-deps.sh $(DEB_PACKAGES)
+
+run: venv
+	$(BIN)/rescue listen --bind 0.0.0.0 --port $(PORT) --dir $(CAPTURES)
+
+# Every tier: lint, unit, integration (real busybox nc, sockets, network namespaces), image builds, qemu boots.
+test: deps venv lint
+	$(BIN)/pytest tests
+
+# The quick tiers only, for the edit-test loop.
+test-fast: venv
+	$(BIN)/pytest tests -m "not vm and not image"
+
+lint: venv
+	$(BIN)/ruff check rescue tests scripts
+	$(BIN)/ruff format --check rescue tests scripts
+	$(BIN)/mypy
+	shellcheck -s sh $$(find hooks scripts -name '*.sh' -o -path '*/initramfs-tools/*' -type f | sort -u)
+
+bench: deps venv
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

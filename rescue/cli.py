@@ -1,0 +1,49 @@
+"""Command line: one sub-command per module; RescueError becomes one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from rescue import __version__
+from rescue.errors import EXIT_USAGE, RescueError
+
+# Each module has register(subparsers), which adds its sub-command(s) and sets `func`
+# (a callable taking the parsed namespace and returning the exit code).
+COMMAND_MODULES = [
+    "rescue.listener",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse prints the whole usage block; one line with the program name is enough.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rescue", description="Get the evidence out of a machine stuck in its initramfs.")
+    parser.add_argument("--version", action="version", version=f"rescue {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RescueError as e:
+        if args.debug:
+            raise
+        print(f"rescue: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

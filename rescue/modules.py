@@ -1,0 +1,126 @@
+"""Kernel module metadata (modules.dep, .softdep, .alias, .builtin): what a module needs, and its closure.
+
+Used on the host (check-image, the test initramfs builder) with the same rules the collector applies
+in shell inside the initramfs: hard deps from modules.dep, soft "pre:"/"post:" deps from
+modules.softdep, and names such as `crypto-crc32c` resolved through the aliases.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_KO_SUFFIX = re.compile(r"\.ko(\.(xz|zst|gz))?$")
+
+
+def module_name(path_or_name: str) -> str:
+    """'kernel/fs/btrfs/btrfs.ko.xz' -> 'btrfs'; 'crc32c-generic' -> 'crc32c_generic' (as the kernel does)."""
+    base = path_or_name.rsplit("/", 1)[-1]
+    return _KO_SUFFIX.sub("", base).replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Need:
+    """One module a root module needs; satisfied when any of `providers` is built in or present."""
+
+    name: str  # as asked for: a module name or an alias such as crypto-crc32c
+    required_by: str | None  # the module that asked for it (None for a root)
+    kind: str  # "root", "dep" or "softdep"
+    providers: tuple[str, ...]  # module names that satisfy it (several for an alias)
+
+
+@dataclass
+class ModuleDB:
+    paths: dict[str, str] = field(default_factory=dict)  # module -> path relative to the modules dir
+    deps: dict[str, list[str]] = field(default_factory=dict)  # module -> hard deps (module names)
+    softdeps: dict[str, list[str]] = field(default_factory=dict)  # module -> pre and post (names/aliases)
+    aliases: list[tuple[str, str]] = field(default_factory=list)  # (pattern, module)
+    builtin: set[str] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, moddir: Path) -> ModuleDB:
+        """Read the text metadata of /lib/modules/KVER (missing files count as empty)."""
+
+        def text(name: str) -> str:
+            p = moddir / name
+            return p.read_text(errors="replace") if p.is_file() else ""
+
+        return cls.parse(
+            dep=text("modules.dep"),
+            softdep=text("modules.softdep"),
+            alias=text("modules.alias"),
+            builtin=text("modules.builtin"),
+            builtin_modinfo=text("modules.builtin.modinfo"),
+        )
+
+    @classmethod
+    def parse(
+        cls, *, dep: str = "", softdep: str = "", alias: str = "", builtin: str = "", builtin_modinfo: str = ""
+    ) -> ModuleDB:
+        db = cls()
+        for line in dep.splitlines():
+            path, sep, rest = line.partition(":")
+            if not sep:
+                continue
+            name = module_name(path.strip())
+            db.paths[name] = path.strip()
+            db.deps[name] = [module_name(d) for d in rest.split()]
+        for line in softdep.splitlines():
+            words = line.split()
+            if len(words) >= 3 and words[0] == "softdep":
+                db.softdeps.setdefault(module_name(words[1]), []).extend(
+                    w for w in words[2:] if w not in ("pre:", "post:")
+                )
+        for line in alias.splitlines():
+            words = line.split()
+            if len(words) == 3 and words[0] == "alias":
+                db.aliases.append((words[1], module_name(words[2])))
+        db.builtin.update(module_name(line.strip()) for line in builtin.splitlines() if line.strip())
+        # modules.builtin.modinfo: NUL-separated "module.key=value"; built-in aliases live only here.
+        for record in builtin_modinfo.split("\0"):
+            mod, dot, rest = record.partition(".")
+            key, eq, value = rest.partition("=")
+            if dot and eq and key == "alias":
+                db.aliases.append((value, module_name(mod)))
+        return db
+
+    def resolve(self, name: str) -> tuple[str, ...]:
+        """The modules a name stands for: itself when known, else every module whose alias matches."""
+        mod = module_name(name)
+        if mod in self.paths or mod in self.builtin:
+            return (mod,)
+        found: list[str] = []
+        for pattern, target in self.aliases:
+            if (pattern == name or fnmatch.fnmatchcase(name, pattern)) and target not in found:
+                found.append(target)
+        return tuple(found)
+
+    def present(self, module: str) -> bool:
+        return module in self.paths or module in self.builtin
+
+    def closure(self, roots: Iterable[str], *, softdeps: bool = True) -> list[Need]:
+        """Every module the roots need, roots first, breadth-first, each name once."""
+        needs: list[Need] = []
+        seen: set[str] = set()
+        queue: list[tuple[str, str | None, str]] = [(r, None, "root") for r in roots]
+        while queue:
+            name, parent, kind = queue.pop(0)
+            if name in seen:
+                continue
+            seen.add(name)
+            providers = self.resolve(name)
+            needs.append(Need(name, parent, kind, providers))
+            for mod in providers:
+                # Of several providers of an alias, following the present ones is enough.
+                if len(providers) > 1 and not self.present(mod):
+                    continue
+                queue.extend((d, mod, "dep") for d in self.deps.get(mod, []))
+                if softdeps:
+                    queue.extend((s, mod, "softdep") for s in self.softdeps.get(mod, []))
+        return needs
+
+    def missing(self, roots: Iterable[str], *, softdeps: bool = True) -> list[Need]:
+        return [n for n in self.closure(roots, softdeps=softdeps) if not any(map(self.present, n.providers))]
