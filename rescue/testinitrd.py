@@ -1,0 +1,163 @@
+"""The hand-built test initramfs: busybox-static, klibc ipconfig, chosen modules, the collector, an /init.
+
+Built entry by entry with rescue.cpio.write_newc and gzip'd, in well under a second. Modules are the
+closure of the roots (modules.dep and softdeps, through rescue.modules.ModuleDB) minus what the scenario
+leaves out; `depmod` then runs on the chosen set, as mkinitramfs does, so a left-out libcrc32c leaves an
+image whose own modules.dep looks consistent, which is the trap the real bug sets.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rescue.cpio import CpioEntry, write_newc
+from rescue.errors import RescueError
+from rescue.kernel import Kernel
+from rescue.modules import ModuleDB, module_name
+from rescue.resources import hooks_dir
+from rescue.run import run
+
+BUSYBOX = Path("/bin/busybox")
+KLIBC_BIN = Path("/usr/lib/klibc/bin")
+GUEST_DIR = Path(__file__).resolve().parent.parent / "scripts" / "guest"
+# What a btrfs-root machine's initramfs needs: the virtio devices qemu gives it, and the root filesystem.
+DEFAULT_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "btrfs")
+_DIRS = ("bin", "sbin", "dev", "etc", "lib", "lib/rescue", "newroot", "proc", "root", "run", "sys", "tmp",
+         "usr", "usr/bin", "usr/sbin", "var")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InitrdSpec:
+    kernel: Kernel
+    modules: Sequence[str] = DEFAULT_MODULES
+    leave_out: Sequence[str] = ()  # module names to drop from the closure, e.g. ("libcrc32c",)
+    collector: bool = True  # include hooks/lib/rescue-collect.sh as /lib/rescue/collect.sh
+    config: Mapping[str, str] = field(default_factory=dict)  # /etc/rescue.conf (RESCUE_HOST=...)
+    files: Mapping[str, bytes] = field(default_factory=dict)  # extra files: path in the image -> contents
+
+
+def module_files(db: ModuleDB, roots: Iterable[str], leave_out: Iterable[str] = ()) -> list[str]:
+    """Paths (relative to the modules dir) of the roots' closure, without the left-out modules."""
+    drop = {module_name(m) for m in leave_out}
+    paths: list[str] = []
+    for need in db.closure(roots):
+        for mod in need.providers:
+            if mod in db.paths and mod not in drop and db.paths[mod] not in paths:
+                paths.append(db.paths[mod])
+    return paths
+
+
+def _dir(name: str) -> CpioEntry:
+    return CpioEntry(name=name, mode=stat.S_IFDIR | 0o755)
+
+
+def _file(name: str, data: bytes, mode: int = 0o644) -> CpioEntry:
+    return CpioEntry(name=name, mode=stat.S_IFREG | mode, data=data)
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def klibc_entries() -> list[CpioEntry]:
+    """klibc's ipconfig and the shared object it is linked against (its ELF interpreter)."""
+    ipconfig = KLIBC_BIN / "ipconfig"
+    libs = sorted(Path("/usr/lib").glob("klibc-*.so")) or sorted(Path("/lib").glob("klibc-*.so"))
+    if not ipconfig.is_file() or not libs:
+        raise RescueError("klibc ipconfig not found", hint="install klibc-utils (make deps)")
+    return [
+        _file("bin/ipconfig", ipconfig.read_bytes(), 0o755),
+        _file(f"lib/{libs[0].name}", libs[0].read_bytes(), 0o755),
+    ]
+
+
+def module_entries(kernel: Kernel, roots: Sequence[str], leave_out: Sequence[str]) -> list[CpioEntry]:
+    """The chosen modules and the metadata `depmod` writes for exactly them."""
+    db = ModuleDB.load(kernel.moddir)
+    unknown = [r for r in roots if not db.resolve(r)]
+    if unknown:
+        raise RescueError(f"kernel {kernel.version} has no module {', '.join(unknown)}")
+    base = f"lib/modules/{kernel.version}"
+    with tempfile.TemporaryDirectory(prefix="rescue-mods-") as tmp:
+        stage = Path(tmp) / base
+        stage.mkdir(parents=True)
+        for rel in module_files(db, roots, leave_out):
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(kernel.moddir / rel, stage / rel)
+        for meta in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
+            if (kernel.moddir / meta).is_file():
+                shutil.copyfile(kernel.moddir / meta, stage / meta)
+        run(["depmod", "-b", tmp, kernel.version])
+        entries = []
+        for path in sorted(stage.rglob("*")):
+            name = f"{base}/{path.relative_to(stage)}"
+            entries.append(_dir(name) if path.is_dir() else _file(name, path.read_bytes()))
+        return entries
+
+
+def collector_entries(config: Mapping[str, str]) -> list[CpioEntry]:
+    script = hooks_dir() / "lib" / "rescue-collect.sh"
+    if not script.is_file():
+        raise RescueError(f"the collector {script} is missing")
+    conf = "".join(f"{k}={v}\n" for k, v in config.items())
+    return [
+        _file("lib/rescue/collect.sh", script.read_bytes(), 0o755),
+        _file("etc/rescue.conf", conf.encode()),
+    ]
+
+
+def initrd_entries(spec: InitrdSpec) -> list[CpioEntry]:
+    if not BUSYBOX.is_file():
+        raise RescueError(f"{BUSYBOX} not found", hint="install busybox-static (make deps)")
+    files = [
+        _file("init", (GUEST_DIR / "test-init.sh").read_bytes(), 0o755),
+        _file("bin/busybox", BUSYBOX.read_bytes(), 0o755),
+        CpioEntry(name="bin/sh", mode=stat.S_IFLNK | 0o777, data=b"busybox"),
+        *klibc_entries(),
+        *module_entries(spec.kernel, spec.modules, spec.leave_out),
+        *(collector_entries(spec.config) if spec.collector else []),
+        *(_file(name.lstrip("/"), data) for name, data in spec.files.items()),
+    ]
+    # The kernel opens /dev/console before /init runs, before devtmpfs is mounted: it must be in the archive.
+    devices = [
+        CpioEntry(name="dev/console", mode=stat.S_IFCHR | 0o600, rdevmajor=5, rdevminor=1),
+        CpioEntry(name="dev/null", mode=stat.S_IFCHR | 0o666, rdevmajor=1, rdevminor=3),
+    ]
+    dirs = dict.fromkeys(_DIRS)
+    for entry in files:
+        dirs.update(dict.fromkeys(_parents(entry.name)))
+    explicit = {e.name for e in files if e.is_dir}
+    return [*(_dir(d) for d in dirs if d not in explicit), *devices, *files]
+
+
+def build_test_initrd(spec: InitrdSpec, out: Path) -> Path:
+    """Write the gzip'd newc archive for spec to out (atomically: a temp file renamed at the end)."""
+    buf = io.BytesIO()
+    write_newc(initrd_entries(spec), buf)
+    tmp = out.with_name(out.name + ".tmp")
+    # Level 1: the archive is mostly modules and busybox; better compression buys little and costs boot time.
+    tmp.write_bytes(gzip.compress(buf.getvalue(), compresslevel=1, mtime=0))
+    tmp.replace(out)
+    return out
+
+
+def root_fs_tree(target: Path, marker: str = "rescue-test: root init reached") -> Path:
+    """A root filesystem tree whose /sbin/init prints marker and reboots: proof the root was mounted."""
+    (target / "bin").mkdir(parents=True, exist_ok=True)
+    (target / "sbin").mkdir(exist_ok=True)
+    for d in ("dev", "proc", "sys"):
+        (target / d).mkdir(exist_ok=True)
+    shutil.copyfile(BUSYBOX, target / "bin" / "busybox")
+    (target / "bin" / "busybox").chmod(0o755)
+    init = target / "sbin" / "init"
+    init.write_text(f"#!/bin/busybox sh\necho '{marker}'\n/bin/busybox reboot -f\n")
+    init.chmod(0o755)
+    return target
