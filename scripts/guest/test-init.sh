@@ -20,9 +20,9 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 
 say() {
-    echo "rescue-test: $*"
-    # Also into the kernel log, so that dmesg (and what the collector sends) shows what init did.
-    echo "<4>rescue-test: $*" >/dev/kmsg 2>/dev/null || true
+    # Into the kernel log, so that dmesg (and what the collector sends) shows what init did; the kernel
+    # prints it on the console too.
+    echo "<4>rescue-test: $*" >/dev/kmsg 2>/dev/null || echo "rescue-test: $*"
 }
 
 finish() {

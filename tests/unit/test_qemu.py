@@ -1,0 +1,74 @@
+"""qemu argv builders: pure functions, checked without booting anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rescue.qemu import (
+    Accel,
+    Disk,
+    VMSpec,
+    boot_args,
+    console_args,
+    default_accel,
+    disk_args,
+    kernel_cmdline,
+    machine_args,
+    net_args,
+    qemu_argv,
+    qemu_path,
+)
+
+
+def test_tcg_is_the_default_and_uses_cpu_max() -> None:
+    assert machine_args(Accel.TCG, 512, 1) == ["-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1"]
+    assert default_accel({}) is Accel.TCG
+    assert default_accel({"RESCUE_KVM": "0"}) is Accel.TCG
+
+
+def test_kvm_only_on_explicit_opt_in() -> None:
+    assert default_accel({"RESCUE_KVM": "1"}) is Accel.KVM
+    args = machine_args(Accel.KVM, 256, 2)
+    assert args[:2] == ["-accel", "kvm"]
+    assert args[-4:] == ["-m", "256", "-smp", "2"]
+
+
+def test_console_is_serial_on_stdio_without_monitor_and_no_reboot() -> None:
+    args = console_args()
+    assert args[args.index("-serial") + 1] == "stdio"
+    assert args[args.index("-monitor") + 1] == "none"
+    assert "-no-reboot" in args
+
+
+def test_boot_args_join_the_cmdline_into_one_argument() -> None:
+    args = boot_args(
+        Path("/k/vmlinuz"), Path("/i/initrd,1.img"), ["console=ttyS0", "panic=-1", "root=/dev/vda"]
+    )
+    assert args == ["-kernel", "/k/vmlinuz", "-initrd", "/i/initrd,,1.img", "-append",
+                    "console=ttyS0 panic=-1 root=/dev/vda"]  # fmt: skip
+
+
+def test_user_network_with_virtio_nic() -> None:
+    assert net_args() == ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]
+    assert net_args(False) == ["-nic", "none"]
+
+
+def test_disks_are_virtio_raw_writeback_with_commas_escaped() -> None:
+    assert disk_args([Disk(Path("/t/a.img")), Disk(Path("/t/b,c.img"))]) == [
+        "-drive", "file=/t/a.img,if=virtio,format=raw,cache=writeback",
+        "-drive", "file=/t/b,,c.img,if=virtio,format=raw,cache=writeback",
+    ]  # fmt: skip
+    assert qemu_path("x,y,z") == "x,,y,,z"
+
+
+def test_cmdline_panics_into_a_reboot_on_the_serial_console() -> None:
+    assert kernel_cmdline("root=/dev/vda") == ["console=ttyS0", "panic=-1", "root=/dev/vda"]
+
+
+def test_full_argv_is_the_concatenation_in_order() -> None:
+    spec = VMSpec(kernel=Path("/k"), initrd=Path("/i"), cmdline=["console=ttyS0"], disks=[Disk(Path("/d"))])
+    argv = qemu_argv(spec)
+    assert argv[0] == "qemu-system-x86_64"
+    assert argv[1:9] == machine_args(Accel.TCG, 512, 1)
+    assert argv.index("-kernel") < argv.index("-netdev") < argv.index("-drive")
+    assert all(isinstance(a, str) for a in argv)
