@@ -39,6 +39,7 @@ class InitrdSpec:
     modules: Sequence[str] = DEFAULT_MODULES
     leave_out: Sequence[str] = ()  # module names to drop from the closure, e.g. ("libcrc32c",)
     collector: bool = True  # include hooks/lib/rescue-collect.sh as /lib/rescue/collect.sh
+    collector_script: Path | None = None  # another collector than the checkout's hooks/lib/rescue-collect.sh
     config: Mapping[str, str] = field(default_factory=dict)  # /etc/rescue.conf (RESCUE_HOST=...)
     files: Mapping[str, bytes] = field(default_factory=dict)  # extra files: path in the image -> contents
 
@@ -103,8 +104,8 @@ def module_entries(kernel: Kernel, roots: Sequence[str], leave_out: Sequence[str
         return entries
 
 
-def collector_entries(config: Mapping[str, str]) -> list[CpioEntry]:
-    script = hooks_dir() / "lib" / "rescue-collect.sh"
+def collector_entries(config: Mapping[str, str], script: Path | None = None) -> list[CpioEntry]:
+    script = script or hooks_dir() / "lib" / "rescue-collect.sh"
     if not script.is_file():
         raise RescueError(f"the collector {script} is missing")
     conf = "".join(f"{k}={v}\n" for k, v in config.items())
@@ -123,7 +124,7 @@ def initrd_entries(spec: InitrdSpec) -> list[CpioEntry]:
         CpioEntry(name="bin/sh", mode=stat.S_IFLNK | 0o777, data=b"busybox"),
         *klibc_entries(),
         *module_entries(spec.kernel, spec.modules, spec.leave_out),
-        *(collector_entries(spec.config) if spec.collector else []),
+        *(collector_entries(spec.config, spec.collector_script) if spec.collector else []),
         *(_file(name.lstrip("/"), data) for name, data in spec.files.items()),
     ]
     # The kernel opens /dev/console before /init runs, before devtmpfs is mounted: it must be in the archive.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,27 +46,32 @@ class Listener:
                 "--dir", str(directory), "--json", *extra]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.events: list[dict[str, Any]] = []
+        # A thread reads the events: select() on the buffered pipe would miss a line that arrived in the same
+        # read as the one before it (a connection event and its capture event often do).
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
         first = self.next_event(timeout=20)
         assert first["event"] == "listening", first
         self.port: int = first["port"]
 
-    def next_event(self, timeout: float = 30) -> dict[str, Any]:
-        import selectors
-
+    def _read(self) -> None:
         assert self.proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise TimeoutError(f"no event from the listener in {timeout}s; stderr: {self.stderr_now()}")
-            line = self.proc.stdout.readline()
-            if not line:
-                raise EOFError(f"listener exited ({self.proc.poll()}); stderr: {self.stderr_now()}")
-            event: dict[str, Any] = json.loads(line)
-            self.events.append(event)
-            return event
+        for line in self.proc.stdout:
+            self._queue.put(line)
+        self._queue.put("")
+
+    def next_event(self, timeout: float = 30) -> dict[str, Any]:
+        try:
+            line = self._queue.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            msg = f"no event from the listener in {timeout}s; stderr: {self.stderr_now()}"
+            raise TimeoutError(msg) from None
+        if not line:
+            self._queue.put("")
+            raise EOFError(f"listener exited ({self.proc.poll()}); stderr: {self.stderr_now()}")
+        event: dict[str, Any] = json.loads(line)
+        self.events.append(event)
+        return event
 
     def wait_for(self, kind: str, timeout: float = 30) -> dict[str, Any]:
         """The next event of this kind (events of other kinds are kept in self.events)."""

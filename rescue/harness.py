@@ -1,0 +1,242 @@
+"""The scenarios: boot the test initramfs (or a generator's image) under qemu and see what the host gets.
+
+Used by tests/vm, `make demo` and the benchmarks. A boot always ends: the guest's /init ends with
+`reboot -f` (or the kernel panics with panic=-1) and qemu -no-reboot exits. The guest says what it did in
+lines starting with "rescue-test: "; the verdict is those lines plus what the listener received.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rescue.console import Console
+from rescue.errors import RescueError
+from rescue.kernel import Kernel, fetch_kernel
+from rescue.qemu import (
+    HOST_FROM_GUEST,
+    Accel,
+    Disk,
+    VMSpec,
+    boot,
+    default_accel,
+    kernel_cmdline,
+    make_btrfs_image,
+)
+from rescue.testinitrd import InitrdSpec, build_test_initrd, root_fs_tree
+
+MARKER = re.compile(r"rescue-test: ([^\r\n]*)")
+END = re.compile(r"rescue-test: end: ([^\r\n]*)")
+ROOT_REACHED = "root init reached"
+SHELL_PROMPT = r"\(initramfs\) "
+BOOT_TIMEOUT = 120.0  # TCG on a busy 2-core machine; a normal boot takes 4-10 s
+
+# The seed's manual recipe, as typed at the rescue shell (scenario 1).
+WAIT_LINK = (
+    'n=0; while [ "$(cat /sys/class/net/eth0/operstate)" != up ] && [ $n -lt 100 ]; '
+    "do sleep 0.1; n=$((n+1)); done; cat /sys/class/net/eth0/operstate"
+)
+
+
+@dataclass
+class BootResult:
+    markers: list[str]  # every "rescue-test: ..." message, in order, without the prefix
+    end: str | None  # the init's last word ("end: ..."), None when it never got there
+    exit_status: int | None  # qemu's
+    seconds: float  # from starting qemu to qemu's exit
+    log_path: Path
+    commands: list[tuple[str, str, int]] = field(default_factory=list)  # typed at the console: cmd, out, rc
+
+    @property
+    def root_reached(self) -> bool:
+        return ROOT_REACHED in self.markers
+
+
+def markers_in(log: str) -> list[str]:
+    """The guest's messages; each is printed twice at most (kmsg and console), keep the first of a run."""
+    found: list[str] = []
+    for m in MARKER.finditer(log):
+        text = m.group(1).strip()
+        if not found or found[-1] != text:
+            found.append(text)
+    return found
+
+
+class Harness:
+    """Images and boots for the scenarios, all below one work directory (images are built once each)."""
+
+    def __init__(self, workdir: Path, *, kernel: Kernel | None = None, accel: Accel | None = None,
+                 collector_script: Path | None = None, cache_dir: Path | None = None) -> None:  # fmt: skip
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._kernel = kernel
+        self.accel = accel or default_accel()
+        self.collector_script = collector_script
+        self.cache_dir = cache_dir
+
+    @property
+    def kernel(self) -> Kernel:
+        if self._kernel is None:
+            self._kernel = fetch_kernel(cache_dir=self.cache_dir)
+        return self._kernel
+
+    def initrd(self, name: str, *, leave_out: Sequence[str] = (), collector: bool = True,
+               files: dict[str, bytes] | None = None) -> Path:  # fmt: skip
+        out = self.workdir / f"{name}.img"
+        if not out.exists():
+            spec = InitrdSpec(self.kernel, leave_out=leave_out, collector=collector, files=files or {},
+                              collector_script=self.collector_script)  # fmt: skip
+            build_test_initrd(spec, out)
+        return out
+
+    def btrfs_root(self) -> Path:
+        """A btrfs disk whose /sbin/init says ROOT_REACHED and reboots."""
+        out = self.workdir / "btrfs-root.img"
+        if not out.exists():
+            tree = root_fs_tree(self.workdir / "btrfs-root-tree")
+            make_btrfs_image(tree, out)
+        return out
+
+    def spec(
+        self, initrd: Path, *cmdline: str, disks: Sequence[Path] = (), kernel: Path | None = None
+    ) -> VMSpec:
+        return VMSpec(kernel=kernel or self.kernel.vmlinuz, initrd=initrd, cmdline=kernel_cmdline(*cmdline),
+                      disks=[Disk(d) for d in disks], accel=self.accel)  # fmt: skip
+
+    def boot_to_end(self, spec: VMSpec, log_name: str, timeout: float = BOOT_TIMEOUT) -> BootResult:
+        """Boot and wait, under one deadline, for qemu to exit; the markers come from the console log."""
+        log_path = self.workdir / f"{log_name}.console.log"
+        start = time.monotonic()
+        with boot(spec, log_path=log_path) as console:
+            status = console.wait_exit(timeout)
+            log = console.log
+        return self._result(log, status, start, log_path)
+
+    def manual_recipe(self, port: int, log_name: str = "manual", timeout: float = BOOT_TIMEOUT) -> BootResult:
+        """Scenario 1: at the "(initramfs)" prompt, type the recipe that sends dmesg to the host."""
+        spec = self.spec(self.initrd("full"), "rescue.test=shell")
+        log_path = self.workdir / f"{log_name}.console.log"
+        start = time.monotonic()
+        deadline = start + timeout
+        commands: list[tuple[str, str, int]] = []
+
+        def left() -> float:
+            return max(1.0, deadline - time.monotonic())
+
+        with boot(spec, log_path=log_path) as console:
+            console.setup_shell(SHELL_PROMPT, left())
+            for cmd in ("dmesg > dmesg.txt", "ip link set eth0 up", WAIT_LINK, "ipconfig -t 10 eth0",
+                        f"cat dmesg.txt | nc {HOST_FROM_GUEST} {port}"):  # fmt: skip
+                out, rc = console.run(cmd, left())
+                commands.append((cmd, out, rc))
+                if rc != 0:
+                    raise console.fail(f"{cmd!r} exited {rc}")
+            # Leave the shell: the init then reboots, and qemu exits.
+            console.sendline("exit")
+            status = console.wait_exit(left())
+            log = console.log
+        result = self._result(log, status, start, log_path)
+        result.commands = commands
+        return result
+
+    def broken_btrfs(self, port: int, log_name: str = "broken-btrfs") -> BootResult:
+        """Scenario 2: btrfs root, libcrc32c left out of the image: the collector must send by itself."""
+        img = self.initrd("no-libcrc32c", leave_out=["libcrc32c"])
+        return self.boot_to_end(self.spec(img, *self._root_args(port), disks=[self.btrfs_root()]), log_name)
+
+    def good_btrfs(self, port: int, log_name: str = "good-btrfs") -> BootResult:
+        """Scenario 3: the same root with a complete image: it mounts, its init runs, nothing is sent."""
+        img = self.initrd("full")
+        return self.boot_to_end(self.spec(img, *self._root_args(port), disks=[self.btrfs_root()]), log_name)
+
+    def missing_root(self, port: int, log_name: str = "missing-root") -> BootResult:
+        """Scenario 4: root= names a disk the machine does not have."""
+        img = self.initrd("full")
+        return self.boot_to_end(self.spec(img, *self._root_args(port, root="/dev/vdb")), log_name)
+
+    def send_from_guest(self, name: str, stream: bytes, port: int) -> BootResult:
+        """Boot an image holding stream at /replay/stream.bin; busybox nc sends it to the host's port."""
+        img = self.initrd(f"replay-{name}", collector=False, files={"replay/stream.bin": stream})
+        spec = self.spec(img, "rescue.test=send", f"rescue.host={HOST_FROM_GUEST}", f"rescue.port={port}")
+        return self.boot_to_end(spec, f"replay-{name}")
+
+    @staticmethod
+    def _root_args(port: int, root: str = "/dev/vda") -> list[str]:
+        return [f"root={root}", "rootfstype=btrfs", f"rescue.host={HOST_FROM_GUEST}", f"rescue.port={port}"]
+
+    @staticmethod
+    def _result(log: str, status: int | None, start: float, log_path: Path) -> BootResult:
+        end = END.search(log)
+        return BootResult(markers_in(log), end.group(1).strip() if end else None, status,
+                          time.monotonic() - start, log_path)  # fmt: skip
+
+
+class ListenerProcess:
+    """`rescue listen --json` on 127.0.0.1, port chosen by the OS, read through its events (demo, bench)."""
+
+    def __init__(self, directory: Path) -> None:
+        argv = [sys.executable, "-m", "rescue", "listen", "--bind", "127.0.0.1", "--port", "0",
+                "--dir", str(directory), "--json"]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # A thread reads the events: select() on a buffered pipe misses lines that arrived in one read.
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        first = self.next_event(20)
+        if first.get("event") != "listening":
+            self.stop()
+            raise RescueError(f"the listener did not start: {first}")
+        self.port = int(first["port"])
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self._events.put(json.loads(line))
+            except ValueError:
+                continue
+        self._events.put(None)
+
+    def next_event(self, timeout: float) -> dict[str, Any]:
+        try:
+            event = self._events.get(timeout=timeout)
+        except queue.Empty:
+            raise RescueError(f"no event from the listener in {timeout:.0f}s") from None
+        if event is None:
+            self._events.put(None)
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RescueError(f"the listener exited: {err.strip()[-300:]}")
+        return event
+
+    def wait_for(self, kind: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.next_event(max(0.01, deadline - time.monotonic()))
+            if event.get("event") == kind:
+                return event
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> ListenerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+__all__ = ["BootResult", "Console", "Harness", "ListenerProcess", "markers_in"]

@@ -1,0 +1,145 @@
+"""`rescue replay CAPTURE --to HOST:PORT`: send a stored capture again, as the stream kind it arrived in.
+
+The stream is rebuilt from manifest.json: a raw body, a `RESCUE/1` header line with the stored header
+fields, a tar of the stored files (gzip'd when it arrived gzip'd). Each file is checked against the
+manifest's sha256 first: a capture that changed since it was stored is not replayed as if it were evidence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import socket
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rescue.errors import RescueError
+
+MANIFEST = "manifest.json"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Replay:
+    kind: str  # as in the manifest: raw, tar, gzip, header+raw, ...
+    files: list[tuple[str, bytes]]
+    stream: bytes
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[v6]:PORT' -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RescueError(f"bad target {text!r}", hint="use HOST:PORT, e.g. 127.0.0.1:3333")
+    return host, int(port)
+
+
+def load_manifest(capture: Path) -> tuple[Path, dict[str, Any]]:
+    directory = capture.parent if capture.name == MANIFEST else capture
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RescueError(f"{directory}: not a capture (no {MANIFEST})") from None
+    except (OSError, ValueError) as e:
+        raise RescueError(f"{path}: unreadable manifest: {e}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        raise RescueError(f"{path}: manifest has no file list")
+    return directory, manifest
+
+
+def read_files(directory: Path, manifest: dict[str, Any]) -> list[tuple[str, bytes]]:
+    files = []
+    for entry in manifest["files"]:
+        name = str(entry.get("name", ""))
+        path = directory / name
+        if not name or ".." in Path(name).parts or not path.is_file():
+            raise RescueError(f"{directory}: file {name!r} of the manifest is missing")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+            raise RescueError(f"{path}: sha256 differs from the manifest; the capture was changed since")
+        files.append((name, data))
+    if not files:
+        raise RescueError(f"{directory}: the capture holds no files to replay")
+    return files
+
+
+def header_line(header: dict[str, Any], token: str | None) -> bytes:
+    fields = {k: str(v).replace(" ", "_") for k, v in header.items() if k != "token"}
+    if token:
+        fields["token"] = token
+    return ("RESCUE/1" + "".join(f" {k}={v}" for k, v in fields.items()) + "\n").encode()
+
+
+def tar_bytes(files: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def build_replay(capture: Path, token: str | None = None) -> Replay:
+    """The bytes to send for a stored capture, in the stream kind it arrived in."""
+    directory, manifest = load_manifest(capture)
+    files = read_files(directory, manifest)
+    kind = str(manifest.get("kind") or "raw")
+    body_kind = kind.removeprefix("header+")
+    if body_kind == "raw":
+        if len(files) != 1:
+            raise RescueError(f"{directory}: a raw capture with {len(files)} files")
+        body = files[0][1]
+    elif body_kind == "gzip" and len(files) == 1 and files[0][1].startswith(GZIP_MAGIC):
+        body = files[0][1]  # a gzip'd file that held no tar was stored as it came
+    elif body_kind == "gzip":
+        body = gzip.compress(tar_bytes(files), mtime=0)
+    elif body_kind == "tar":
+        body = tar_bytes(files)
+    else:
+        raise RescueError(f"{directory}: unknown stream kind {kind!r} in the manifest")
+    header = manifest.get("header") or {}
+    head = header_line(header, token) if kind.startswith("header+") or token else b""
+    return Replay(kind, files, head + body)
+
+
+def send(stream: bytes, host: str, port: int, timeout: float = 30) -> None:
+    """Send stream, then half-close and wait for the listener to close: it does so once it has it all."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(stream)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+    except OSError as e:
+        raise RescueError(f"cannot send to {host}:{port}: {e.strerror or e}") from None
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    host, port = parse_target(args.to)
+    replay = build_replay(Path(args.capture), token=args.token)
+    send(replay.stream, host, port, timeout=args.timeout)
+    print(f"replayed {args.capture} ({replay.kind}, {len(replay.files)} files, {len(replay.stream)} bytes) "
+          f"to {host}:{port}")  # fmt: skip
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="send a stored capture again",
+        description="Send a stored capture again, in its original stream kind.",
+    )
+    p.add_argument("capture", help="a capture directory (or its manifest.json)")
+    p.add_argument("--to", required=True, metavar="HOST:PORT", help="where to send it")
+    p.add_argument("--token", help="add this token to the header line")
+    p.add_argument("--timeout", type=float, default=30, help="seconds to connect and deliver (default 30)")
+    p.set_defaults(func=cmd_replay)

@@ -1,0 +1,40 @@
+"""Fixtures for the qemu tier: one Harness per test session (kernel fetched once, images built once)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rescue.harness import Harness
+from rescue.kernel import default_cache_dir
+from rescue.resources import hooks_dir
+from tests.conftest import REPO, require
+
+
+def collector_script() -> Path:
+    # RESCUE_TEST_COLLECTOR points the images at another collector (e.g. one being developed elsewhere).
+    return Path(os.environ.get("RESCUE_TEST_COLLECTOR") or hooks_dir() / "lib" / "rescue-collect.sh")
+
+
+@pytest.fixture(scope="session")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    require(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86 is not installed")
+    require(shutil.which("apt-get") is not None, "apt-get is needed to fetch the Debian kernel")
+    require(Path("/bin/busybox").is_file(), "busybox-static is not installed")
+    require(Path("/usr/lib/klibc/bin/ipconfig").is_file(), "klibc-utils is not installed")
+    require(
+        shutil.which("mkfs.btrfs", path="/sbin:/usr/sbin:/bin:/usr/bin") is not None, "btrfs-progs missing"
+    )
+    cache = default_cache_dir() if os.environ.get("RESCUE_CACHE") else REPO / ".cache" / "rescue"
+    yield Harness(tmp_path_factory.mktemp("vm"), collector_script=collector_script(), cache_dir=cache)
+
+
+@pytest.fixture
+def collector() -> Path:
+    script = collector_script()
+    require(script.is_file(), f"the collector {script} is not there yet")
+    return script
