@@ -1,0 +1,106 @@
+"""`rescue replay` from the host to a real `rescue listen`, with the captures recorded under qemu."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from rescue.errors import RescueError
+from rescue.replay import build_replay, parse_target
+from tests.conftest import REPO, Listener
+
+CAPTURES = sorted(p for p in (REPO / "tests" / "captures").iterdir() if (p / "manifest.json").is_file())
+# The finding each recorded capture must produce (the directory is named after it); the healthy dmesg none.
+EXPECTED = {"manual-dmesg": None}
+
+
+def rescue(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rescue", *args], capture_output=True, text=True, timeout=60)
+
+
+def file_hashes(manifest: dict) -> dict[str, str]:  # type: ignore[type-arg]
+    return {f["name"]: f["sha256"] for f in manifest["files"]}
+
+
+def test_captures_were_recorded() -> None:
+    names = {p.name for p in CAPTURES}
+    assert {"manual-dmesg", "btrfs-crc32c-missing", "root-device-missing"} <= names
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+def test_replay_arrives_identical(capture: Path, listener: Listener) -> None:
+    original = json.loads((capture / "manifest.json").read_text())
+    proc = rescue("replay", str(capture), "--to", f"127.0.0.1:{listener.port}")
+    assert proc.returncode == 0, proc.stderr
+    event = listener.wait_for("capture")
+    assert event["status"] == "complete"
+    replayed = json.loads((Path(event["path"]) / "manifest.json").read_text())
+    assert replayed["kind"] == original["kind"]
+    assert file_hashes(replayed) == file_hashes(original)
+    assert replayed.get("header", {}) == original.get("header", {})
+    if original.get("sha256sums") == "verified":
+        assert replayed["sha256sums"] == "verified"
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+def test_replay_gives_the_same_findings(capture: Path, listener: Listener) -> None:
+    assert rescue("replay", str(capture), "--to", f"127.0.0.1:{listener.port}").returncode == 0
+    event = listener.wait_for("capture")
+    expected = EXPECTED.get(capture.name, capture.name)
+    if expected is None:
+        assert not [f for f in event["findings"] if f.endswith("-missing")], event["findings"]
+    else:
+        assert expected in event["findings"], event
+    original = json.loads((capture / "manifest.json").read_text()).get("analysis")
+    if original and "findings" in original:
+        assert event["findings"] == [f["id"] for f in original["findings"]]
+
+
+def test_stream_kinds_are_rebuilt() -> None:
+    raw = build_replay(REPO / "tests" / "captures" / "manual-dmesg")
+    assert raw.kind == "raw" and raw.stream == (REPO / "tests/captures/manual-dmesg/dmesg.txt").read_bytes()
+    bundle = build_replay(REPO / "tests" / "captures" / "btrfs-crc32c-missing", token="s3cret")
+    head, _, body = bundle.stream.partition(b"\n")
+    assert head.startswith(b"RESCUE/1 ") and head.endswith(b" token=s3cret")
+    if bundle.kind.endswith("gzip"):
+        body = gzip.decompress(body)
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert "modcheck.txt" in tar.getnames() and all(m.isreg() for m in tar.getmembers())
+
+
+def test_changed_capture_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / "cap"
+    shutil.copytree(REPO / "tests" / "captures" / "manual-dmesg", copy)
+    with (copy / "dmesg.txt").open("a") as f:
+        f.write("forged line\n")
+    proc = rescue("replay", str(copy), "--to", "127.0.0.1:9")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "sha256 differs" in proc.stderr
+
+
+@pytest.mark.parametrize("target", ["localhost", "host:", ":3333", "h:99999", "h:abc"])
+def test_bad_target_is_one_line(target: str) -> None:
+    with pytest.raises(RescueError, match="bad target"):
+        parse_target(target)
+    proc = rescue("replay", str(CAPTURES[0]), "--to", target)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_not_a_capture_and_nobody_listening(tmp_path: Path) -> None:
+    proc = rescue("replay", str(tmp_path), "--to", "127.0.0.1:9")
+    assert proc.returncode == 2 and "not a capture" in proc.stderr
+    assert parse_target("[::1]:3333") == ("::1", 3333)
+    with socket.socket() as s:  # a port that was free a moment ago, and nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = rescue("replay", str(CAPTURES[0]), "--to", f"127.0.0.1:{port}", "--timeout", "5")
+    assert proc.returncode == 2 and "cannot send" in proc.stderr
