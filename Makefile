@@ -45,5 +45,9 @@ lint: venv
 bench: deps venv
 	$(BIN)/python -m tests.bench
 
+# A listener, a VM whose btrfs root cannot mount (libcrc32c left out), and the diagnosis; last line: the finding.
+demo: venv
+	$(BIN)/python scripts/demo.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

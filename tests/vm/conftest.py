@@ -11,13 +11,12 @@ import pytest
 
 from rescue.harness import Harness
 from rescue.kernel import default_cache_dir
-from rescue.resources import hooks_dir
 from tests.conftest import REPO, require
 
 
 def collector_script() -> Path:
     # RESCUE_TEST_COLLECTOR points the images at another collector (e.g. one being developed elsewhere).
-    return Path(os.environ.get("RESCUE_TEST_COLLECTOR") or hooks_dir() / "lib" / "rescue-collect.sh")
+    return Path(os.environ.get("RESCUE_TEST_COLLECTOR") or REPO / "hooks" / "lib" / "rescue-collect.sh")
 
 
 @pytest.fixture(scope="session")

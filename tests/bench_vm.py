@@ -1,0 +1,75 @@
+"""qemu benchmarks (printed, never asserted): boot-to-diagnosis per scenario, and the harness's overhead.
+
+    .venv/bin/python -m tests.bench_vm [--runs 3]
+
+Boot-to-diagnosis: from starting qemu to the listener's capture event (stored and analysed). The overhead:
+the same image and command line booted by a bare `qemu-system-x86_64` (output to a file) and through the
+harness (pexpect console, log, markers), each until qemu exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rescue.harness import BootResult, Harness, ListenerProcess
+from rescue.qemu import qemu_argv
+
+
+def boot_to_diagnosis(listener: ListenerProcess, run: Callable[[int], BootResult]) -> float:
+    start = time.monotonic()
+    run(listener.port)
+    event = listener.wait_for("capture", 60)
+    return float(event["received_at"]) - start
+
+
+def overhead(h: Harness, runs: int) -> tuple[float, float]:
+    image = h.initrd("plain", collector=False)
+    spec = h.spec(image, "root=/dev/vda", "rootfstype=btrfs", disks=[h.btrfs_root()])
+    bare, harnessed = [], []
+    for _ in range(runs):
+        start = time.monotonic()
+        with (h.workdir / "bare.log").open("wb") as out:
+            subprocess.run(
+                qemu_argv(spec), stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=300, check=False
+            )
+        bare.append(time.monotonic() - start)
+        harnessed.append(h.boot_to_end(spec, "overhead").seconds)
+    return statistics.median(bare), statistics.median(harnessed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="qemu benchmarks")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="rescue-bench-") as tmp:
+        h = Harness(Path(tmp) / "work")
+        h.initrd("plain", collector=False)  # build the images before timing anything
+        scenarios: dict[str, Callable[[int], BootResult]] = {
+            "1 manual recipe (typed at the prompt)": h.manual_recipe,
+            "2 btrfs without libcrc32c (test initramfs)": h.broken_btrfs,
+        }
+        try:
+            import rescue.imagebuild  # noqa: F401
+
+            scenarios["5 mkinitramfs image, btrfs without libcrc32c"] = h.mkinitramfs_broken_btrfs
+        except ImportError:
+            print("bench: rescue.imagebuild missing: scenario 5 not measured")
+        with ListenerProcess(Path(tmp) / "captures") as listener:
+            for name, run in scenarios.items():
+                times = [boot_to_diagnosis(listener, run) for _ in range(args.runs)]
+                print(f"boot-to-diagnosis, scenario {name}: median {statistics.median(times):.1f}s "
+                      f"(runs: {', '.join(f'{t:.1f}' for t in times)})")  # fmt: skip
+        bare, harnessed = overhead(h, args.runs)
+        print(f"harness overhead (good btrfs boot to qemu exit): bare qemu {bare:.2f}s, "
+              f"harness {harnessed:.2f}s, +{harnessed - bare:.2f}s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
