@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ from rescue.qemu import (
 from rescue.testinitrd import InitrdSpec, build_test_initrd, root_fs_tree
 
 MARKER = re.compile(r"rescue-test: ([^\r\n]*)")
+# The collector's last word (CONTRACTS.md §4): after it, a generator's image only sits at its shell.
+COLLECTOR_DONE = re.compile(r"rescue: (sent \d+ bytes to \S+|send failed[^\r\n]*)")
+COLLECTOR_LINE = re.compile(r"^rescue: ([^\r\n]*)", re.MULTILINE)
 END = re.compile(r"rescue-test: end: ([^\r\n]*)")
 ROOT_REACHED = "root init reached"
 SHELL_PROMPT = r"\(initramfs\) "
@@ -55,6 +58,10 @@ class BootResult:
     seconds: float  # from starting qemu to qemu's exit
     log_path: Path
     commands: list[tuple[str, str, int]] = field(default_factory=list)  # typed at the console: cmd, out, rc
+
+    @property
+    def collector_lines(self) -> list[str]:
+        return COLLECTOR_LINE.findall(self.log_path.read_text(errors="replace"))
 
     @property
     def root_reached(self) -> bool:
@@ -169,6 +176,64 @@ class Harness:
         img = self.initrd(f"replay-{name}", collector=False, files={"replay/stream.bin": stream})
         spec = self.spec(img, "rescue.test=send", f"rescue.host={HOST_FROM_GUEST}", f"rescue.port={port}")
         return self.boot_to_end(spec, f"replay-{name}")
+
+    # --- scenarios 5 and 6: images made by the real generators with the hooks (rescue.imagebuild) ---
+
+    def generator_image(self, generator: str, drop: Sequence[str] = ("libcrc32c",)) -> Path:
+        """An initramfs-tools or dracut image for the harness kernel, hooks in, drop modules removed."""
+        from rescue import imagebuild
+
+        out = self.workdir / f"{generator}-no-{'-'.join(drop) or 'none'}.img"
+        if out.exists():
+            return out
+        # The port baked in is a placeholder: each boot names its listener with rescue.port= (cmdline wins).
+        kw: dict[str, Any] = {"host": HOST_FROM_GUEST, "port": 3333, "drop_modules": list(drop)}
+        if generator == "initramfs-tools":
+            return Path(
+                imagebuild.build_initramfs_tools_image(out, self.kernel.version, modules="most", **kw)
+            )
+        if generator == "dracut":
+            return Path(imagebuild.build_dracut_image(out, self.kernel.version, **kw))
+        raise RescueError(f"unknown generator {generator!r}")
+
+    def boot_until_sent(self, spec: VMSpec, log_name: str, timeout: float = BOOT_TIMEOUT) -> BootResult:
+        """Boot a generator's image until its collector has sent (or given up), then stop qemu.
+
+        Such an image ends at its own rescue shell, not with a reboot: the collector's last line is the end.
+        """
+        log_path = self.workdir / f"{log_name}.console.log"
+        start = time.monotonic()
+        with boot(spec, log_path=log_path) as console:
+            match = console.wait_for(COLLECTOR_DONE, timeout)
+            log = console.log
+        result = self._result(log, None, start, log_path)
+        result.end = match.group(0) if match else None
+        return result
+
+    def mkinitramfs_broken_btrfs(self, port: int, log_name: str = "mkinitramfs-broken-btrfs") -> BootResult:
+        """Scenario 5: a real mkinitramfs image with the hooks, without libcrc32c, on a btrfs root."""
+        img = self.generator_image("initramfs-tools")
+        args = kernel_cmdline(*self._root_args(port), panic=False)
+        spec = replace(self.spec(img, disks=[self.btrfs_root()]), cmdline=args)
+        return self.boot_until_sent(spec, log_name)
+
+    def mkinitramfs_missing_root(self, port: int, log_name: str = "mkinitramfs-missing-root") -> BootResult:
+        """Scenario 5b: the same image; root= names a missing disk (rootdelay keeps the wait short)."""
+        img = self.generator_image("initramfs-tools")
+        args = kernel_cmdline(*self._root_args(port, root="/dev/vdb"), "rootdelay=3", panic=False)
+        spec = replace(self.spec(img, disks=[self.btrfs_root()]), cmdline=args)
+        return self.boot_until_sent(spec, log_name)
+
+    def dracut_broken_btrfs(self, port: int, log_name: str = "dracut-broken-btrfs") -> BootResult:
+        """Scenario 6: the same with a dracut image (its emergency hook runs the collector).
+
+        dracut's systemd waits for the root device without end by default, and a btrfs device never becomes
+        "ready" for systemd while btrfs.ko cannot load: rd.timeout turns that wait into the emergency path.
+        """
+        img = self.generator_image("dracut")
+        args = kernel_cmdline(*self._root_args(port), "rd.timeout=10", panic=False)
+        spec = replace(self.spec(img, disks=[self.btrfs_root()]), cmdline=args)
+        return self.boot_until_sent(spec, log_name)
 
     @staticmethod
     def _root_args(port: int, root: str = "/dev/vda") -> list[str]:

@@ -88,9 +88,12 @@ def disk_args(disks: Sequence[Disk]) -> list[str]:
     return args
 
 
-def kernel_cmdline(*extra: str, console: str = "ttyS0") -> list[str]:
-    # panic=-1: reboot at once on a panic, which -no-reboot turns into qemu exiting instead of hanging.
-    return [f"console={console}", "panic=-1", *extra]
+def kernel_cmdline(*extra: str, console: str = "ttyS0", panic: bool = True) -> list[str]:
+    """panic=-1 reboots at once on a panic, which -no-reboot turns into qemu exiting instead of hanging.
+
+    panic=False leaves it out: initramfs-tools runs no scripts/panic hooks at all when panic= is given.
+    """
+    return [f"console={console}", *(["panic=-1"] if panic else []), *extra]
 
 
 def qemu_argv(spec: VMSpec) -> list[str]:
