@@ -19,8 +19,8 @@ from rescue.replay import build_replay, parse_target
 from tests.conftest import REPO, Listener
 
 CAPTURES = sorted(p for p in (REPO / "tests" / "captures").iterdir() if (p / "manifest.json").is_file())
-# The finding each recorded capture must produce (the directory is named after it); the healthy dmesg none.
-EXPECTED = {"manual-dmesg": None}
+# The finding each recorded capture must produce (most directories are named after it); the healthy dmesg none.
+EXPECTED = {"manual-dmesg": None, "mkinitramfs-btrfs-crc32c-missing": "btrfs-crc32c-missing"}
 
 
 def rescue(*args: str) -> subprocess.CompletedProcess[str]:
@@ -33,7 +33,12 @@ def file_hashes(manifest: dict) -> dict[str, str]:  # type: ignore[type-arg]
 
 def test_captures_were_recorded() -> None:
     names = {p.name for p in CAPTURES}
-    assert {"manual-dmesg", "btrfs-crc32c-missing", "root-device-missing"} <= names
+    assert {
+        "manual-dmesg",
+        "btrfs-crc32c-missing",
+        "root-device-missing",
+        "mkinitramfs-btrfs-crc32c-missing",
+    } <= names
 
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
