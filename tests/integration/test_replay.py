@@ -19,7 +19,7 @@ from rescue.replay import build_replay, parse_target
 from tests.conftest import REPO, Listener
 
 CAPTURES = sorted(p for p in (REPO / "tests" / "captures").iterdir() if (p / "manifest.json").is_file())
-# The finding each recorded capture must produce (most directories are named after it); the healthy dmesg none.
+# The finding each recorded capture must produce (most are named after it); the healthy dmesg none.
 EXPECTED = {"manual-dmesg": None, "mkinitramfs-btrfs-crc32c-missing": "btrfs-crc32c-missing"}
 
 
