@@ -69,16 +69,21 @@ class CpioRecord:
 
     def entry(self, buf: bytes | memoryview) -> CpioEntry:
         data = bytes(memoryview(buf)[self.data_start : self.data_start + self.size])
-        return CpioEntry(self.name, self.mode, data, self.mtime, self.uid, self.gid, self.rdevmajor, self.rdevminor)
+        return CpioEntry(
+            self.name, self.mode, data, self.mtime, self.uid, self.gid, self.rdevmajor, self.rdevminor
+        )
 
 
-def scan_newc(buf: bytes | memoryview, offset: int = 0) -> tuple[list[CpioRecord], int]:
+def scan_newc(
+    buf: bytes | memoryview, offset: int = 0, records: list[CpioRecord] | None = None
+) -> tuple[list[CpioRecord], int]:
     """Parse one newc archive's headers from offset; return them and the offset just past its trailer.
 
     Big images (60+ MB unpacked) are listed without copying file contents; CpioRecord.entry() reads one.
+    Records are appended to `records` as they are read, so a caller keeps what precedes damage.
     """
     view = memoryview(buf)
-    records: list[CpioRecord] = []
+    records = [] if records is None else records
     pos = offset
     while True:
         header = bytes(view[pos : pos + HEADER_LEN])

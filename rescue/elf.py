@@ -91,9 +91,13 @@ def read_module(data: bytes) -> KernelModule:
             table = body(index)
             for off in range(sym_size, len(table) - sym_size + 1, sym_size):
                 if is64:
-                    st_name, st_info, _other, st_shndx, _value, _size = struct.unpack_from(sym_fmt, table, off)
+                    st_name, st_info, _other, st_shndx, _value, _size = struct.unpack_from(
+                        sym_fmt, table, off
+                    )
                 else:
-                    st_name, _value, _size, st_info, _other, st_shndx = struct.unpack_from(sym_fmt, table, off)
+                    st_name, _value, _size, st_info, _other, st_shndx = struct.unpack_from(
+                        sym_fmt, table, off
+                    )
                 if st_shndx == _SHN_UNDEF and st_info >> 4 == _STB_GLOBAL and st_name:
                     undefined.add(strtab[st_name : strtab.find(b"\0", st_name)].decode(errors="replace"))
     return KernelModule(modinfo, frozenset(undefined), frozenset(exported))

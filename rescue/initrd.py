@@ -62,8 +62,11 @@ class _Truncated(Exception):
         self.output = output
 
 
-def _stream(make: Callable[[], zlib._Decompress | lzma.LZMADecompressor | bz2.BZ2Decompressor], name: str,
-            data: memoryview) -> tuple[bytes, int]:  # fmt: skip
+def _stream(
+    make: Callable[[], zlib._Decompress | lzma.LZMADecompressor | bz2.BZ2Decompressor],
+    name: str,
+    data: memoryview,
+) -> tuple[bytes, int]:
     dec = make()
     try:
         out = dec.decompress(data)
@@ -91,13 +94,19 @@ def _bzip2(data: memoryview) -> tuple[bytes, int]:
 
 
 def _zstd(data: memoryview) -> tuple[bytes, int]:
-    # The kernel's unzstd reads consecutive frames as one stream; so do we.
+    # The kernel's unzstd reads consecutive frames as one stream; so do we. A frame whose size is known
+    # from its header is decoded in one call, the fastest way for a 60 MB image.
     parts: list[bytes] = []
     pos = 0
     dctx = zstandard.ZstdDecompressor()
     while bytes(data[pos : pos + 4]) == _ZSTD_MAGIC:
-        dec = dctx.decompressobj()
+        end = _frame_end(data, pos)
         try:
+            if end is not None and zstandard.frame_content_size(data[pos:end]) >= 0:
+                parts.append(dctx.decompress(data[pos:end]))
+                pos = end
+                continue
+            dec = dctx.decompressobj()
             parts.append(dec.decompress(data[pos:]))
         except zstandard.ZstdError as e:
             raise _Truncated(b"".join(parts), f"zstd data corrupt: {e}") from None
@@ -105,6 +114,25 @@ def _zstd(data: memoryview) -> tuple[bytes, int]:
             raise _Truncated(b"".join(parts), "zstd data truncated")
         pos = len(data) - len(dec.unused_data)
     return b"".join(parts), pos
+
+
+def _frame_end(data: memoryview, pos: int) -> int | None:
+    """Where the zstd frame at pos ends, walking its block headers; None when it runs past the data."""
+    descriptor = data[pos + 4] if pos + 4 < len(data) else 0
+    try:
+        p = pos + zstandard.frame_header_size(bytes(data[pos : pos + 18]))
+    except zstandard.ZstdError:
+        return None
+    while p + 3 <= len(data):
+        header = data[p] | data[p + 1] << 8 | data[p + 2] << 16
+        last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+        if kind == 3:
+            return None
+        p += 3 + (1 if kind == 1 else size)  # an RLE block stores one byte
+        if last:
+            p += 4 if descriptor & 0x04 else 0  # content checksum
+            return p if p <= len(data) else None
+    return None
 
 
 def _lz4_legacy(data: memoryview) -> tuple[bytes, int]:
@@ -244,20 +272,21 @@ def _add_archives(image: Initrd, buf: bytes, where: str) -> int:
         if buf[pos] == 0:
             pos = _skip_zeros(buf, pos)
             continue
+        records: list[CpioRecord] = []
         try:
-            records, pos = scan_newc(view, pos)
+            _, pos = scan_newc(view, pos, records)
         except RescueError as e:
             image.problems.append(f"{where}: {e}")
-            return count
-        _add(image, records, buf)
-        count += len(records)
+            return count + _add(image, records, buf)
+        count += _add(image, records, buf)
     return count
 
 
-def _add(image: Initrd, records: list[CpioRecord], buf: bytes) -> None:
+def _add(image: Initrd, records: list[CpioRecord], buf: bytes) -> int:
     for r in records:
         if r.name not in ("", "."):
             image._members[r.name] = _Member(r, buf)
+    return len(records)
 
 
 def _skip_zeros(buf: bytes, pos: int) -> int:
@@ -289,12 +318,16 @@ def parse_initrd(data: bytes, path: str = "<image>") -> Initrd:
             image.problems.append(problem)
             break
         if kind is Compression.NONE:
+            records: list[CpioRecord] = []
             try:
-                records, end = scan_newc(view, pos)
+                _, end = scan_newc(view, pos, records)
             except RescueError as e:
-                if not image.segments:
+                if not records and not image.segments:
                     raise RescueError(f"{path}: not an initramfs ({e})") from None
                 image.problems.append(f"{where}: {e}")
+                image.segments.append(
+                    Segment(pos, len(data) - pos, kind, len(data) - pos, _add(image, records, data))
+                )
                 break
             _add(image, records, data)
             image.segments.append(Segment(pos, end - pos, kind, end - pos, len(records)))
