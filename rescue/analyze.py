@@ -304,7 +304,7 @@ RULES: tuple[Rule, ...] = (
             ),
             log(
                 "libcrc32c",
-                r"(?:modprobe|insmod): (?:can't load module|can't insert '?|ERROR: could not insert '"
+                r"(?:modprobe|insmod): (?:can't load module |can't insert '?|ERROR: could not insert '"
                 r"|FATAL: Module )(?P<missing>libcrc32c)\b",
             ),
             modcheck(
@@ -332,7 +332,7 @@ RULES: tuple[Rule, ...] = (
         matches=(
             log(
                 "hash for checksum",
-                r"BTRFS error \(device (?P<device>[^)]*)\): error allocating (?P<csum>\S+) hash",
+                r"BTRFS error \(device (?P<device>[^)]*)\): error allocating (?P<csum>\S+) hash for checksum",
             ),
             log(
                 "unsupported checksum algorithm",
@@ -374,6 +374,8 @@ RULES: tuple[Rule, ...] = (
         caused_by=(
             Cause("module-version-mismatch", (("module", "module"),)),
             Cause("btrfs-crc32c-missing", (("module", "module"),)),
+            # raid456 also needs libcrc32c: the same hole, seen from another module.
+            Cause("btrfs-crc32c-missing", (("symbol", "symbol"),)),
         ),
     ),
     Rule(
@@ -437,7 +439,7 @@ RULES: tuple[Rule, ...] = (
             log("as root file system", r"Failed to mount (?P<device>\S+) as root file system"),
             log(
                 " failed: ",
-                r"mount: mounting (?P<device>\S+) on (?P<target>/root|/sysroot)\S* failed: (?P<reason>.+)",
+                r"mount: mounting (?P<device>\S+) on (?P<target>/root|/sysroot) failed: (?P<reason>.+)",
             ),
             log(
                 "Failed to mount -t",
@@ -539,10 +541,10 @@ def clean(raw: str) -> str:
     return raw.strip()
 
 
-def messages(text: str) -> list[str]:
-    """The messages in one cleaned line (console output may carry several)."""
+def messages(text: str) -> list[tuple[str, str]]:
+    """The messages in one cleaned line (console output may carry several): (as shown, without prefixes)."""
     pieces = _MIDLINE_TIME.split(text) if "]" in text else [text]
-    return [_PREFIX.sub("", p, count=1).strip() for p in pieces if p.strip()]
+    return [(p.strip(), _PREFIX.sub("", p.strip(), count=1)) for p in pieces if p.strip()]
 
 
 def is_text(data: bytes) -> bool:
@@ -683,15 +685,19 @@ class _Draft:
     omitted: int = 0
     seen: set[str] = field(default_factory=set)
 
-    def add(self, ev: Evidence, groups: dict[str, str | None], support: bool) -> None:
+    def add(
+        self, ev: Evidence, groups: dict[str, str | None], support: bool, same: str | None = None
+    ) -> None:
         self.raised |= not support
         for key, value in groups.items():
             if value and value not in self.params.setdefault(key, []):
                 self.params[key].append(value)
-        # The same kernel line in dmesg.txt and console.log is one piece of evidence.
-        if ev.text in self.seen:
+        # A repeated message (every modprobe retry; the same line in dmesg.txt and console.log) is shown once.
+        same = same or ev.text
+        if same in self.seen:
+            self.omitted += 1
             return
-        self.seen.add(ev.text)
+        self.seen.add(same)
         if len(self.evidence) < MAX_EVIDENCE:
             self.evidence.append(ev)
         else:
@@ -716,14 +722,14 @@ def _scan(inputs: Inputs) -> tuple[dict[tuple[str, tuple[str, ...]], _Draft], in
                 if not needles.search(raw):
                     continue
                 shown = clean(raw)
-                for message in messages(shown) if source == "log" else [shown]:
-                    _match_line(rules, message, Evidence(name, number, shown[:300]), drafts)
+                for piece, message in messages(shown) if source == "log" else [(shown, shown)]:
+                    _match_line(rules, message, Evidence(name, number, piece[:300]), drafts)
     return drafts, counts["lines"], {**hints, **{f"kver:{k}": v for k, v in kver_seen.items()}}
 
 
 def _hint(raw: str, hints: dict[str, int], kver_seen: dict[str, int]) -> None:
     line = clean(raw)
-    for message in messages(line):
+    for _, message in messages(line):
         if _DRACUT.search(message):
             hints["dracut"] += 1
         if _INITRAMFS_TOOLS.search(message):
@@ -750,7 +756,7 @@ def _match_line(
                 return  # known harmless: claimed, and nothing to report
             groups = {**dict(rule.constants), **found.groupdict()}
             key = (rule.id, tuple(groups.get(g) or "" for g in rule.group_by))
-            drafts.setdefault(key, _Draft(rule)).add(ev, groups, m.support)
+            drafts.setdefault(key, _Draft(rule)).add(ev, groups, m.support, same=message)
             return  # the first rule that matches claims the line
 
 
@@ -928,7 +934,7 @@ def _render(report: Report, width: int) -> list[str]:
         if f.evidence:
             out.append(pad[:-2] + "evidence:")
         for e in f.evidence:
-            loc = f"{e.file}:{e.line}: " if e.line else ""
+            loc = (f"{e.file}:{e.line}: " if len(report.files) > 1 else f"{e.line}: ") if e.line else ""
             out += _wrap(f"{loc}{e.text}", width, pad, pad + "    ")
         if f.omitted:
             out.append(f"{pad}(+{f.omitted} similar lines)")

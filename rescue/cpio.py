@@ -87,6 +87,8 @@ def scan_newc(
     pos = offset
     while True:
         header = bytes(view[pos : pos + HEADER_LEN])
+        if len(header) < HEADER_LEN and header[:6] in MAGICS:
+            raise RescueError(f"cpio archive truncated at offset {pos}")
         if len(header) < HEADER_LEN or header[:6] not in MAGICS:
             raise RescueError(f"not a newc cpio archive at offset {pos}")
         try:
