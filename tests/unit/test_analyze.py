@@ -21,35 +21,35 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
         "<4>[    8.904253] btrfs: Unknown symbol crc32c_impl (err -2)",
         "btrfs-crc32c-missing",
         {"symbol": "crc32c_impl"},
-    ),  # fmt: skip
+    ),
     (
         "modprobe: can't load module libcrc32c (kernel/lib/libcrc32c.ko): No such file or directory",
         "btrfs-crc32c-missing",
         {"missing": "libcrc32c"},
-    ),  # fmt: skip
+    ),
     (
         "[   12.000001] ext4: Unknown symbol jbd2_journal_start (err -2)",
         "module-unknown-symbol",
         {"module": "ext4", "symbol": "jbd2_journal_start"},
-    ),  # fmt: skip
+    ),
     (
-        "modprobe: can't load module virtio_blk (kernel/drivers/block/virtio_blk.ko): unknown symbol in module, "
-        "or unknown parameter",
+        "modprobe: can't load module virtio_blk (kernel/drivers/block/virtio_blk.ko): "
+        "unknown symbol in module, or unknown parameter",
         "module-unknown-symbol",
         {"module": "virtio_blk"},
-    ),  # fmt: skip
+    ),
     # kernel/module/version.c: pr_warn("%s: disagrees about version of symbol %s\n")
     (
         "[    3.1] dm9000: disagrees about version of symbol platform_driver_register",
         "module-version-mismatch",
         {"module": "dm9000", "symbol": "platform_driver_register"},
-    ),  # fmt: skip
+    ),
     (
         "[    3.2] nvidia: version magic '6.1.0-55-amd64 SMP preempt mod_unload modversions ' should be "
         "'6.1.0-56-cloud-amd64 SMP preempt mod_unload modversions '",
         "module-version-mismatch",
         {"module": "nvidia"},
-    ),  # fmt: skip
+    ),
     # fs/filesystems.c: pr_warn_once("request_module fs-%.*s succeeded, but still no fs?\n")
     ("[    5.0] request_module fs-btrfs succeeded, but still no fs?", "fs-module-missing", {"fs": "btrfs"}),
     ("mount: /root: unknown filesystem type 'xfs'.", "fs-module-missing", {"fs": "xfs"}),
@@ -58,13 +58,13 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
         "[    4.5] Direct firmware load for amdgpu/green_sardine_dmcub.bin failed with error -2",
         "firmware-missing",
         {"firmware": "amdgpu/green_sardine_dmcub.bin"},
-    ),  # fmt: skip
+    ),
     # fs/btrfs/disk-io.c btrfs_init_csum_hash(): btrfs_err(... "error allocating %s hash for checksum")
     (
         "[    9.7] BTRFS error (device vda): error allocating xxhash64 hash for checksum",
         "btrfs-csum-unsupported",
         {"csum": "xxhash64", "device": "vda"},
-    ),  # fmt: skip
+    ),
     (
         "[    9.7] BTRFS error (device vda): error allocating crc32c hash for checksum",
         "btrfs-crc32c-missing",
@@ -75,55 +75,55 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
         "[    1.2] Initramfs unpacking failed: ZSTD-compressed data is truncated",
         "initramfs-unpack-failed",
         {"reason": "ZSTD-compressed data is truncated"},
-    ),  # fmt: skip
+    ),
     (
         "[    2.0] Kernel panic - not syncing: No working init found.  Try passing init= option to kernel.",
         "initramfs-unpack-failed",
         {},
-    ),  # fmt: skip
+    ),
     # initramfs-tools scripts/local local_device_setup(): panic "ALERT!  ${dev_id} does not exist. ..."
     (
         "ALERT!  UUID=4e1f6a55-7d8c-4a8e-9a53-0d2f4d6f9b11 does not exist.  Dropping to a shell!",
         "root-device-missing",
         {"device": "UUID=4e1f6a55-7d8c-4a8e-9a53-0d2f4d6f9b11"},
-    ),  # fmt: skip
+    ),
     ("Gave up waiting for root file system device.  Common problems:", "root-device-missing", {}),
     # dracut-dev-lib.sh wait_for_dev(): warn "\"$1\" does not exist"; dracut-lib.sh emergency_shell
     (
         '[  190.1] dracut Warning: "/dev/disk/by-uuid/4e1f6a55" does not exist',
         "root-device-missing",
         {"device": "/dev/disk/by-uuid/4e1f6a55"},
-    ),  # fmt: skip
+    ),
     ("dracut Warning: Could not boot.", "root-device-missing", {}),
     # init/do_mounts.c (6.1) mount_block_root()
     (
         '[    2.9] VFS: Cannot open root device "vda" or unknown-block(0,0): error -6',
         "root-device-missing",
         {"device": "vda"},
-    ),  # fmt: skip
+    ),
     # initramfs-tools scripts/local local_mount_root(); busybox mount's message
     ("Failed to mount /dev/vda as root file system.", "root-mount-failed", {"device": "/dev/vda"}),
     (
         "mount: mounting /dev/vda on /root failed: Invalid argument",
         "root-mount-failed",
         {"reason": "Invalid argument"},
-    ),  # fmt: skip
+    ),
     # dracut 95rootfs-block/mount-root.sh
     (
         "[   30.0] dracut Warning: Failed to mount -t btrfs -o ro /dev/vda /sysroot",
         "root-mount-failed",
         {"fs": "btrfs"},
-    ),  # fmt: skip
+    ),
     (
         "[    3.0] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
         "root-mount-failed",
         {"block": "unknown-block(0,0)"},
-    ),  # fmt: skip
+    ),
     (
         "modprobe: FATAL: Module virtio_blk not found in directory /lib/modules/6.1.0-56-cloud-amd64",
         "module-missing",
         {"module": "virtio_blk"},
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -311,8 +311,11 @@ def test_modcheck_about_ext4_does_not_blame_btrfs(tmp_path: Path) -> None:
 
 
 def test_incomplete_capture_is_analysed_and_noted(tmp_path: Path) -> None:
-    cap = _capture(tmp_path, {"dmesg.txt": "btrfs: Unknown symbol crc32c (err -2)\n"},
-                   {"status": "incomplete", "reason": "connection reset"})  # fmt: skip
+    cap = _capture(
+        tmp_path,
+        {"dmesg.txt": "btrfs: Unknown symbol crc32c (err -2)\n"},
+        {"status": "incomplete", "reason": "connection reset"},
+    )
     report = analyze_path(cap)
     assert report.findings[0].id == "btrfs-crc32c-missing"
     assert any("incomplete" in n for n in report.notes)
@@ -341,7 +344,8 @@ def test_human_output_fits_80_columns_and_puts_the_root_cause_first(tmp_path: Pa
     path.write_text(
         "Begin: Mounting root file system ... Begin: Running /scripts/local-premount ... "
         "[    8.903056] btrfs: Unknown symbol crc32c (err -2)\n"
-        "mount: mounting /dev/disk/by-uuid/0b8e2a4e-1b5e-4f39-9a59-0c6f7f7d2b1a on /root failed: No such device\n"
+        "mount: mounting /dev/disk/by-uuid/0b8e2a4e-1b5e-4f39-9a59-0c6f7f7d2b1a on /root failed: "
+        "No such device\n"
     )
     text = analyze_path(path).render()
     lines = text.splitlines()
@@ -368,7 +372,7 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         analyze_path(binary)
     empty = tmp_path / "capture"
     empty.mkdir()
-    with pytest.raises(RescueError, match="nothing|no dmesg"):
+    with pytest.raises(RescueError, match=r"nothing|no dmesg"):
         analyze_path(empty)
     (empty / "manifest.json").write_text("{not json")
     (empty / "dmesg.txt").write_text("ok\n")

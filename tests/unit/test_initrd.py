@@ -155,11 +155,18 @@ def test_garbage_after_a_good_segment_is_a_problem_not_an_error() -> None:
 
 
 def test_symlink_resolution_stays_inside_the_image() -> None:
-    image = parse_initrd(cpio([
-        CpioEntry("usr", DIR), CpioEntry("usr/lib", DIR), CpioEntry("usr/lib/x", FILE, b"x"),
-        CpioEntry("lib", LINK, b"/usr/lib"), CpioEntry("loop", LINK, b"loop"),
-        CpioEntry("up", LINK, b"../../../usr"),
-    ]))  # fmt: skip
+    image = parse_initrd(
+        cpio(
+            [
+                CpioEntry("usr", DIR),
+                CpioEntry("usr/lib", DIR),
+                CpioEntry("usr/lib/x", FILE, b"x"),
+                CpioEntry("lib", LINK, b"/usr/lib"),
+                CpioEntry("loop", LINK, b"loop"),
+                CpioEntry("up", LINK, b"../../../usr"),
+            ]
+        )
+    )
     assert image.read("lib/x") == b"x"
     assert image.read("up/lib/x") == b"x"
     assert not image.exists("loop/x")

@@ -50,10 +50,24 @@ def btrfs_disk(work: Path, csum: str = "crc32c") -> Path:
 
 def boot(initrd: Path, append: str, disk: Path | None) -> str:
     argv: list[str | Path] = [
-        "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1", "-nographic",
-        "-no-reboot", "-kernel", KERNEL, "-initrd", initrd,
-        "-append", f"console=ttyS0 panic=-1 {append}",
-    ]  # fmt: skip
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-m",
+        "512",
+        "-smp",
+        "1",
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+        KERNEL,
+        "-initrd",
+        initrd,
+        "-append",
+        f"console=ttyS0 panic=-1 {append}",
+    ]
     if disk:
         argv += ["-drive", f"file={disk},if=virtio,format=raw,cache=writeback"]
     proc = run(argv, check=False, timeout=300)
