@@ -179,11 +179,13 @@ def _rebuild(ctx: Context) -> tuple[str, str]:
     return "update-initramfs -u -k all", "dracut --force --regenerate-all"
 
 
+DRACUT_CONF = "/etc/dracut.conf.d/90-rescue.conf"
+
+
 def add_modules(modules: Sequence[str], ctx: Context) -> dict[str, str]:
     modules = list(dict.fromkeys(modules))
     mods = " ".join(modules)
     it, dr = _rebuild(ctx)
-    first = next(iter(modules), "modules")
     add_it = (
         f"echo {mods} >> /etc/initramfs-tools/modules"
         if len(modules) == 1
@@ -191,7 +193,7 @@ def add_modules(modules: Sequence[str], ctx: Context) -> dict[str, str]:
     )
     return {
         "initramfs-tools": f"{add_it}\n{it}",
-        "dracut": f"echo 'add_drivers+=\" {mods} \"' > /etc/dracut.conf.d/90-{first}.conf\n{dr}",
+        "dracut": f"echo 'add_drivers+=\" {mods} \"' >> {DRACUT_CONF}\n{dr}",
     }
 
 
@@ -267,13 +269,13 @@ def _fix_version_mismatch(params: dict[str, list[str]], ctx: Context) -> dict[st
 
 
 def _fix_root_device(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
-    note = (
-        "# check root= on the kernel command line against blkid; add the disk driver (virtio_blk, nvme, ahci)"
-    )
+    check = "# compare root= (cat /proc/cmdline) with the disks found (blkid, ls /dev/disk/by-uuid)"
+    it, dr = _rebuild(ctx)
     return {
-        "initramfs-tools": f"{note}\necho virtio_blk >> /etc/initramfs-tools/modules\n{_rebuild(ctx)[0]}",
-        "dracut": f"{note}\necho 'add_drivers+=\" virtio_blk \"' > /etc/dracut.conf.d/90-disk.conf\n"
-        f"{_rebuild(ctx)[1]}",
+        "initramfs-tools": f"{check}\n# if the disk driver is missing (virtio_blk, nvme, ahci...), add it:\n"
+        f"# echo DRIVER >> /etc/initramfs-tools/modules\n{it}",
+        "dracut": f"{check}\n# if the disk driver is missing (virtio_blk, nvme, ahci...), add it:\n"
+        f"# echo 'add_drivers+=\" DRIVER \"' >> {DRACUT_CONF}\n{dr}",
     }
 
 
@@ -282,7 +284,7 @@ def _fix_firmware(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
     it, dr = _rebuild(ctx)
     return {
         "initramfs-tools": f"# install the package that ships {files} (apt-file search)\n{it}",
-        "dracut": f"echo 'install_items+=\" {files} \"' > /etc/dracut.conf.d/90-firmware.conf\n{dr}",
+        "dracut": f"echo 'install_items+=\" {files} \"' >> {DRACUT_CONF}\n{dr}",
     }
 
 
@@ -953,13 +955,23 @@ def _render(report: Report, width: int) -> list[str]:
     return out
 
 
+def _command(cmd: str, width: int, pad: str) -> list[str]:
+    """A command that still pastes into a shell when wrapped: comments as comments, commands with \\."""
+    if len(pad) + len(cmd) <= width:
+        return [pad + cmd]
+    if cmd.startswith("#"):
+        return _wrap(cmd[1:].strip(), width, pad + "# ")
+    lines = _wrap(cmd, width - 2, pad, pad + "    ")
+    return [line + " \\" for line in lines[:-1]] + lines[-1:]
+
+
 def _render_fix(f: Finding, generator: str | None, width: int, pad: str) -> list[str]:
     out: list[str] = []
     flavours = [generator] if generator in f.fix else [g for g in GENERATORS if g in f.fix]
     for flavour in flavours:
         out.append(pad[:-2] + f"fix ({flavour}), on the installed system:")
         for cmd in f.fix[flavour].splitlines():
-            out += _wrap(cmd, width, pad, pad + "  ")
+            out += _command(cmd, width, pad)
     return out
 
 

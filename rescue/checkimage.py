@@ -256,9 +256,11 @@ def findings_for(image_path: str, needs: list[Need], ctx: Context) -> list[Findi
     """Missing needs -> the same finding ids the boot-time analysis uses, with the same fixes."""
     drafts: dict[tuple[str, str], analyze._Draft] = {}
     by_id = {r.id: r for r in analyze.RULES}
-    in_btrfs = any(n.provider == "btrfs" or n.name == "btrfs" for n in needs)
+    in_btrfs = any(n.provider == "btrfs" and n.status != "missing" for n in needs)
+    missing = {n.provider or n.name for n in needs if n.status == "missing"}
     for need in needs:
-        if need.status != "missing":
+        # What a missing module needs comes with it when it is added: its own finding says enough.
+        if need.status != "missing" or need.parent in missing:
             continue
         mod = need.provider or need.name
         if in_btrfs and (need.name in _CRC32C or mod in _CRC32C) and need.kind != "root":
