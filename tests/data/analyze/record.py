@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rescue.run import run
-from tests.integration.images import build_initramfs_tools_image
+from tests.integration.images import build_dracut_image, build_initramfs_tools_image
 
 HERE = Path(__file__).resolve().parent
 KVER = "6.1.0-56-cloud-amd64"
@@ -88,6 +88,9 @@ def scenarios(work: Path) -> dict[str, Callable[[], str]]:
         out.write_bytes(data[: len(data) // 3])
         return out
 
+    def dracut_nocrc() -> Path:
+        return build_dracut_image(work / "dracut-nocrc.img", KVER, omit_drivers=["libcrc32c"])
+
     root = "root=/dev/vda rootfstype=btrfs"
     return {
         "btrfs-crc32c-missing": lambda: boot(nocrc(), root, btrfs_disk(work)),
@@ -95,6 +98,10 @@ def scenarios(work: Path) -> dict[str, Callable[[], str]]:
         "btrfs-xxhash-csum": lambda: boot(normal(), root, btrfs_disk(work, "xxhash")),
         "root-device-missing": lambda: boot(normal(), "root=/dev/vdb rootdelay=3", btrfs_disk(work)),
         "initramfs-truncated": lambda: boot(truncated(), root, btrfs_disk(work)),
+        # rd.shell=0 rd.emergency=reboot: dracut reboots (qemu exits) instead of waiting on the console.
+        "dracut-btrfs-crc32c-missing": lambda: boot(
+            dracut_nocrc(), f"{root} rd.shell=0 rd.emergency=reboot rd.retry=10 rd.timeout=20", btrfs_disk(work)
+        ),
     }
 
 
