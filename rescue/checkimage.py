@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rescue import analyze
+from rescue import analyze, rules
 from rescue.analyze import Context, Evidence, Finding, Report
 from rescue.elf import KernelModule, read_module, unpack_ko
 from rescue.errors import RescueError
@@ -255,7 +255,7 @@ def _evidence(image_path: str, need: Need) -> Evidence:
 def findings_for(image_path: str, needs: list[Need], ctx: Context) -> list[Finding]:
     """Missing needs -> the same finding ids the boot-time analysis uses, with the same fixes."""
     drafts: dict[tuple[str, str], analyze._Draft] = {}
-    by_id = {r.id: r for r in analyze.RULES}
+    by_id = rules.RULES_BY_ID
     in_btrfs = any(n.provider == "btrfs" and n.status != "missing" for n in needs)
     missing = {n.provider or n.name for n in needs if n.status == "missing"}
     for need in needs:
@@ -326,7 +326,7 @@ def check_image(path: Path, *, require: Iterable[str] = (), kernel_version: str 
     ctx = Context(kver=kver, generator=generator, symbol_owner=k.symbol_owner)
     findings = findings_for(str(path), needs, ctx)
     for problem in image.problems:
-        drafts = analyze._Draft(analyze._RULES_BY_ID["initramfs-unpack-failed"])
+        drafts = analyze._Draft(rules.RULES_BY_ID["initramfs-unpack-failed"])
         drafts.add(Evidence(str(path), 0, problem), {"reason": problem}, False)
         findings = analyze.build_findings([drafts], ctx) + findings
     witnesses = (

@@ -40,7 +40,9 @@ def bench_check_image(image: Path = IMAGE) -> dict[str, float] | None:
     results = {
         "lsinitramfs": best(lambda: run(["lsinitramfs", image])),
         "check-image command": best(
-            lambda: run([sys.executable, "-m", "rescue", "check-image", image, "--require", "btrfs"], check=False)
+            lambda: run(
+                [sys.executable, "-m", "rescue", "check-image", image, "--require", "btrfs"], check=False
+            )
         ),
         "check-image in-process": best(lambda: check_image(image, require=["btrfs"])),
     }

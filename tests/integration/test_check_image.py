@@ -51,7 +51,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess[bytes]:
 def test_host_initrd_lists_like_lsinitramfs() -> None:
     require(HOST_INITRD.is_file(), f"{HOST_INITRD} does not exist")
     _need("lsinitramfs")
-    theirs = {ln for ln in run(["lsinitramfs", HOST_INITRD]).stdout.decode().splitlines() if ln not in ("", ".")}
+    theirs = {
+        ln for ln in run(["lsinitramfs", HOST_INITRD]).stdout.decode().splitlines() if ln not in ("", ".")
+    }
     ours = set(read_initrd(HOST_INITRD).names())
     assert ours == theirs
 
@@ -103,5 +105,5 @@ def test_dracut_image_without_libcrc32c(tmp_path: Path) -> None:
     assert report.generator == "dracut"
     assert [f.id for f in report.findings if f.severity == "error"] == ["btrfs-crc32c-missing"]
     fix = report.findings[0].fix["dracut"]
-    assert "add_drivers+=\" libcrc32c \"" in fix and f"dracut --force --kver {KVER}" in fix
+    assert 'add_drivers+=" libcrc32c "' in fix and f"dracut --force --kver {KVER}" in fix
     assert "fix (dracut)" in report.render()

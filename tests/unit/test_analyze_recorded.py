@@ -27,6 +27,8 @@ EXPECTED: dict[str, tuple[str | None, set[str]]] = {
     ),
     "btrfs-xxhash-csum.console.log": ("btrfs-csum-unsupported", {"root-mount-failed"}),
     "root-device-missing.console.log": ("root-device-missing", set()),
+    # dracut 059 with systemd: the btrfs device never becomes ready, so systemd times out waiting for it.
+    "dracut-btrfs-crc32c-missing.console.log": ("btrfs-crc32c-missing", {"root-device-missing"}),
     "initramfs-truncated.console.log": ("initramfs-unpack-failed", set()),
     "normal-btrfs-boot.console.log": (None, set()),
     "btrfs-root-without-dev-dirs.console.log": (None, set()),  # init-bottom mount moves fail: not the root
@@ -45,14 +47,22 @@ def test_recorded_boot(name: str) -> None:
     if root is None:
         assert report.findings == [], report.render()
         return
-    assert report.generator in ("initramfs-tools", None)
+    # A kernel that failed to unpack its initramfs never ran the generator's scripts: nothing tells which.
+    generator = (
+        None
+        if root == "initramfs-unpack-failed"
+        else "dracut"
+        if name.startswith("dracut")
+        else "initramfs-tools"
+    )
+    assert report.generator == generator
     roots = report.root_causes
     assert [f.id for f in roots] == [root], report.render()
     assert report.findings[0].id == root
     assert {f.id for f in report.findings[1:]} == consequences
     assert all(f.caused_by == root for f in report.findings[1:])
     assert report.has_errors
-    assert "6.1.0-56-cloud-amd64" in roots[0].fix["initramfs-tools"]
+    assert "6.1.0-56-cloud-amd64" in roots[0].fix[generator or "dracut"]
 
 
 def test_recorded_crc32c_failure_names_the_module_to_add() -> None:

@@ -100,7 +100,9 @@ def scenarios(work: Path) -> dict[str, Callable[[], str]]:
         "initramfs-truncated": lambda: boot(truncated(), root, btrfs_disk(work)),
         # rd.shell=0 rd.emergency=reboot: dracut reboots (qemu exits) instead of waiting on the console.
         "dracut-btrfs-crc32c-missing": lambda: boot(
-            dracut_nocrc(), f"{root} rd.shell=0 rd.emergency=reboot rd.retry=10 rd.timeout=20", btrfs_disk(work)
+            dracut_nocrc(),
+            f"{root} rd.shell=0 rd.emergency=reboot rd.retry=10 rd.timeout=20",
+            btrfs_disk(work),
         ),
     }
 
