@@ -37,7 +37,11 @@ def unpack_ko(name: str, data: bytes) -> bytes:
         if name.endswith(".xz"):
             return lzma.decompress(data)
         if name.endswith(".zst"):
-            return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+            dec = zstandard.ZstdDecompressor().decompressobj()
+            out: bytes = dec.decompress(data)
+            if not dec.eof:
+                raise EOFError("zstd data truncated")
+            return out
         if name.endswith(".gz"):
             return gzip.decompress(data)
     except (lzma.LZMAError, zstandard.ZstdError, OSError, EOFError) as e:
