@@ -412,31 +412,34 @@ class ListenServer:
         self.reporter.event("stopped", "stopped", **self.stats)
 
     async def announce(self, port: int) -> None:
+        """Say where we listen and what to type on the rescue shell; the JSON event last, once all is said."""
         s = self.settings
         r = self.reporter
-        r.event(
-            "listening",
-            f"rescue listening on {s.bind}:{port}, storing under {s.dir}",
-            bind=s.bind,
-            port=port,
-            dir=str(s.dir),
-        )
+        r.say(f"rescue listening on {s.bind}:{port}, storing under {s.dir}")
         try:
             # pyroute2's synchronous API runs its own event loop: keep it off ours.
             addresses = await self.loop.run_in_executor(None, netinfo.host_addresses, s.bind)
         except Exception as e:  # netlink can be unavailable in odd containers; the listener still works
             r.say(f"(cannot list host addresses: {e})")
-            addresses = []
-        if not addresses:
-            return
-        r.say("host addresses: " + ", ".join(map(str, addresses)))
+            addresses = [netinfo.HostAddress("HOST", 0, "?", False)]
         best = addresses[0].address
+        commands = netinfo.shell_instructions(best, port, token=bool(s.token))
+        r.say("host addresses: " + ", ".join(map(str, addresses)))
         r.say(f"\nOn the broken machine's busybox shell, type (host {best}):")
-        for line in netinfo.shell_instructions(best, port, token=bool(s.token)):
+        for line in commands:
             r.say("  " + line)
         if s.token:
             r.say("  (replace TOKEN with the value of --token)")
         r.say(f"Machines with the rescue hooks send by themselves (rescue.host={best} rescue.port={port}).")
+        r.event(
+            "listening",
+            None,
+            bind=s.bind,
+            port=port,
+            dir=str(s.dir),
+            addresses=[a.address for a in addresses],
+            commands=commands,
+        )
 
     def _install_signals(self) -> None:
         handlers: dict[int, Callable[[], None]] = {

@@ -1,4 +1,4 @@
-"""`rescue listen` end to end: a real listener process, real sockets, busybox-static's nc and tar as senders."""
+"""`rescue listen` end to end: a real listener process, real sockets, busybox nc and tar as senders."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ import pytest
 
 from tests.conftest import Listener, nc_send
 
-DMESG = b"[    0.000000] Linux version 6.1.0-56-cloud-amd64\n[    2.345678] btrfs: Unknown symbol crc32c (err -2)\n"
+DMESG = (
+    b"[    0.000000] Linux version 6.1.0-56-cloud-amd64\n"
+    b"[    2.345678] btrfs: Unknown symbol crc32c (err -2)\n"
+)
 
 
 def sha(data: bytes) -> str:
@@ -164,7 +167,7 @@ def test_hostile_tar_members_never_leave_the_capture(
         "fifo": "fifo",
     }
     everything = [p for p in listener.dir.rglob("*")]
-    assert all(p.is_dir() or p.is_file() and not p.is_symlink() for p in everything)
+    assert all(p.is_dir() or (p.is_file() and not p.is_symlink()) for p in everything)
     assert not list(tmp_path.rglob("escape*"))
     assert json.loads((cap / "manifest.json").read_text())["status"] == "complete"
 
