@@ -401,8 +401,8 @@ class ListenServer:
                 hint="another listener may be running; pick another --port",
             ) from None
         port = self.server.sockets[0].getsockname()[1]
+        self._install_signals()  # before "listening" is said: a HUP right after must find its handler
         await self.announce(port)
-        self._install_signals()
         ticker = asyncio.ensure_future(self._tick())
         try:
             await self.stopping.wait()

@@ -404,3 +404,37 @@ def test_disk_full_marks_the_capture_incomplete_and_the_listener_lives_on(
             assert lst.stop() == 0
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_a_flood_of_silent_connections_is_bounded(tmp_path: Path, busybox: str) -> None:
+    lst = Listener(tmp_path / "captures", "--max-connections", "20", "--idle-timeout", "2")
+    socks = []
+    try:
+        for _ in range(100):
+            socks.append(socket.create_connection(("127.0.0.1", lst.port)))
+        refused = [lst.wait_for("refused") for _ in range(80)]
+        assert all("too many connections" in e["reason"] for e in refused)
+        for s in socks:
+            s.close()
+        assert nc_send(busybox, lst.port, DMESG).returncode == 0
+        ev = lst.wait_for("capture")
+        assert ev["status"] == "complete" and ev["files"] == ["dmesg.txt"]
+        assert len(list(lst.dir.glob("*/*"))) == 1  # the silent ones stored nothing
+    finally:
+        lst.stop()
+
+
+def test_hup_reopens_the_log(tmp_path: Path, busybox: str) -> None:
+    log = tmp_path / "rescue.log"
+    lst = Listener(tmp_path / "captures", "--log", str(log))
+    try:
+        assert "rescue listening on" in log.read_text()
+        log.rename(tmp_path / "rescue.log.1")
+        lst.proc.send_signal(signal.SIGHUP)
+        lst.wait_for("reloaded")
+        nc_send(busybox, lst.port, DMESG)
+        lst.wait_for("capture")
+        assert "complete; 1 file(s)" in log.read_text()
+        assert "complete; 1 file(s)" not in (tmp_path / "rescue.log.1").read_text()
+    finally:
+        lst.stop()
