@@ -336,6 +336,8 @@ def build_findings(
             continue
         params = {k: list(v) for k, v in d.params.items()}
         for key, value in (defaults or {}).items():
+            if key not in d.rule.from_context:
+                continue
             params.setdefault(key, [value])
         findings.append(
             Finding(

@@ -188,9 +188,9 @@ def _image_db(image: Initrd, moddir: str | None) -> tuple[ModuleDB, dict[str, st
     return db, files
 
 
-def default_roots() -> list[str]:
+def default_roots(mounts: Path = Path("/proc/mounts"), fstab: Path = Path("/etc/fstab")) -> list[str]:
     """The running system's root file system type (from /proc/mounts, else /etc/fstab), else btrfs."""
-    for source, field_no in ((Path("/proc/mounts"), 2), (Path("/etc/fstab"), 2)):
+    for source, field_no in ((mounts, 2), (fstab, 2)):
         try:
             lines = source.read_text(errors="replace").splitlines()
         except OSError:

@@ -54,6 +54,7 @@ class Rule:
     caused_by: tuple[Cause, ...] = ()
     ignore: re.Pattern[str] | None = None  # lines that look alike but are known to be harmless
     constants: tuple[tuple[str, str], ...] = ()  # params every finding of this rule has
+    from_context: tuple[str, ...] = ()  # params taken from the capture when the lines do not say (fs)
 
 
 def log(needle: str, pattern: str, *, support: bool = False) -> Match:
@@ -327,6 +328,7 @@ RULES: tuple[Rule, ...] = (
             ),
         ),
         fix=_fix_root_device,
+        from_context=("fs",),
         caused_by=(
             # A btrfs device is "ready" for udev and systemd only once btrfs.ko has registered it.
             Cause("btrfs-crc32c-missing", (("fs", "fs"),)),
@@ -358,6 +360,7 @@ RULES: tuple[Rule, ...] = (
             "# and that the file system's module is in the image (rescue check-image)",
             "# check root=, rootfstype= and rootflags= against blkid; rescue check-image the image",
         ),
+        from_context=("fs",),
         caused_by=(
             Cause("btrfs-crc32c-missing", (("fs", "fs"),)),
             Cause("btrfs-csum-unsupported", (("fs", "fs"),)),

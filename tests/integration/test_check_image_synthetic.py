@@ -148,3 +148,15 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["check-image", str(text)]) == 2
     err = capsys.readouterr().err
     assert "not an initramfs" in err and "Traceback" not in err
+
+
+def test_default_requirement_is_the_root_file_system(tmp_path: Path) -> None:
+    mounts, fstab = tmp_path / "mounts", tmp_path / "fstab"
+    mounts.write_text("proc /proc proc rw 0 0\n/dev/vda2 / xfs rw,relatime 0 0\n")
+    fstab.write_text("# <file system> <mount point> <type>\nUUID=0b8e / ext4 defaults 0 1\n")
+    assert checkimage.default_roots(mounts, fstab) == ["xfs"]
+    mounts.write_text("overlay / overlay rw 0 0\n")  # a container says nothing about the disk
+    assert checkimage.default_roots(mounts, fstab) == ["ext4"]
+    fstab.write_text("# UNCONFIGURED FSTAB FOR BASE SYSTEM\n")
+    assert checkimage.default_roots(mounts, fstab) == ["btrfs"]
+    assert checkimage.default_roots(tmp_path / "none", tmp_path / "none") == ["btrfs"]

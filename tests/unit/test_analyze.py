@@ -397,3 +397,17 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert cli_main(["analyze", "--json", str(bad)]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["findings"][0]["id"] == "btrfs-crc32c-missing" and doc["headline"].startswith("error:")
+
+
+def test_root_fs_type_from_the_capture_decides_the_link(tmp_path: Path) -> None:
+    log = "btrfs: Unknown symbol crc32c (err -2)\nFailed to mount /dev/vda as root file system.\n"
+    btrfs = _capture(tmp_path / "a", {"dmesg.txt": log, "info.txt": "ROOTFSTYPE=btrfs\n"})
+    assert [f.caused_by for f in analyze_path(btrfs).findings] == [None, "btrfs-crc32c-missing"]
+    # An ext4 root does not fail because btrfs (used for some other disk) could not load.
+    ext4 = _capture(tmp_path / "b", {"dmesg.txt": log, "info.txt": "ROOTFSTYPE=ext4\n"})
+    report = analyze_path(ext4)
+    assert [(f.id, f.caused_by) for f in report.findings] == [
+        ("btrfs-crc32c-missing", None),
+        ("root-mount-failed", None),
+    ]
+    assert report.findings[1].params["fs"] == ["ext4"]
