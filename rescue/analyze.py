@@ -17,6 +17,7 @@ from typing import Any
 
 from rescue.errors import RescueError
 from rescue.findings import GENERATORS, MAX_EVIDENCE, SEVERITIES, Evidence, Finding, Report
+from rescue.modules import load_symbols
 from rescue.rules import RULE_IDS, RULE_ORDER, RULES, RULES_BY_ID, Cause, Context, Match, Rule
 
 __all__ = [
@@ -46,14 +47,6 @@ _PREFIX = re.compile(
 )
 # Console output interleaves kernel lines with shell output mid-line: split before each printk time.
 _MIDLINE_TIME = re.compile(r"(?<=\S)\s*(?=(?:<\d{1,3}>)?\[\s*\d+\.\d{6}\])")
-
-
-@dataclass(frozen=True)
-class Line:
-    file: str
-    number: int
-    text: str  # as shown (ANSI and carriage returns removed)
-    message: str  # with level, time and syslog prefixes removed
 
 
 def clean(raw: str) -> str:
@@ -229,39 +222,44 @@ class _Draft:
             self.omitted += 1
 
 
-def _scan(inputs: Inputs) -> tuple[dict[tuple[str, tuple[str, ...]], _Draft], int, dict[str, int]]:
+@dataclass
+class _Hints:
+    """What the logs say about the system, besides failures: the generator in use and the kernel."""
+
+    dracut: int = 0
+    initramfs_tools: int = 0
+    kernels: dict[str, int] = field(default_factory=dict)
+
+    def see(self, raw: str) -> None:
+        for _, message in messages(clean(raw)):
+            self.dracut += bool(_DRACUT.search(message))
+            self.initramfs_tools += bool(_INITRAMFS_TOOLS.search(message))
+            m = _LINUX_VERSION.match(message)
+            if m:
+                self.kernels[m.group(1)] = self.kernels.get(m.group(1), 0) + 1
+
+
+_HINT_WORDS = re.compile(r"dracut|Begin: |ALERT!|Loading, please wait|Linux version")
+
+
+def _scan(inputs: Inputs) -> tuple[list[_Draft], int, _Hints]:
     drafts: dict[tuple[str, tuple[str, ...]], _Draft] = {}
-    counts = {"lines": 0}
-    hints = {"dracut": 0, "initramfs-tools": 0}
-    kver_seen: dict[str, int] = {}
+    lines = 0
+    hints = _Hints()
     for source, files in (("log", inputs.logs), ("modcheck", inputs.modcheck)):
         needles = _NEEDLES[source]
         rules = [(r, [m for m in r.matches if m.source == source]) for r in RULES]
         for name, text in files.items():
             for number, raw in enumerate(text.split("\n"), 1):
-                counts["lines"] += 1
-                if source == "log" and (
-                    "dracut" in raw or "Begin: " in raw or "ALERT!" in raw or "Linux version" in raw
-                ):
-                    _hint(raw, hints, kver_seen)
+                lines += 1
+                if source == "log" and _HINT_WORDS.search(raw):
+                    hints.see(raw)
                 if not needles.search(raw):
                     continue
                 shown = clean(raw)
                 for piece, message in messages(shown) if source == "log" else [(shown, shown)]:
                     _match_line(rules, message, Evidence(name, number, piece[:300]), drafts)
-    return drafts, counts["lines"], {**hints, **{f"kver:{k}": v for k, v in kver_seen.items()}}
-
-
-def _hint(raw: str, hints: dict[str, int], kver_seen: dict[str, int]) -> None:
-    line = clean(raw)
-    for _, message in messages(line):
-        if _DRACUT.search(message):
-            hints["dracut"] += 1
-        if _INITRAMFS_TOOLS.search(message):
-            hints["initramfs-tools"] += 1
-        m = _LINUX_VERSION.search(message)
-        if m and message.startswith("Linux version"):
-            kver_seen[m.group(1)] = kver_seen.get(m.group(1), 0) + 1
+    return list(drafts.values()), lines, hints
 
 
 def _match_line(
@@ -285,14 +283,13 @@ def _match_line(
             return  # the first rule that matches claims the line
 
 
-def _context(inputs: Inputs, hints: dict[str, int]) -> Context:
+def _context(inputs: Inputs, hints: _Hints) -> Context:
     kver = inputs.info.get("KERNEL") or inputs.header.get("kernel")
-    if not kver:
-        seen = sorted((v, k) for k, v in hints.items() if k.startswith("kver:"))
-        kver = seen[-1][1][5:] if seen else None
+    if not kver and hints.kernels:
+        kver = max(hints.kernels, key=lambda k: hints.kernels[k])
     generator = inputs.info.get("GENERATOR")
     if generator not in GENERATORS:
-        d, i = hints.get("dracut", 0), hints.get("initramfs-tools", 0)
+        d, i = hints.dracut, hints.initramfs_tools
         generator = "dracut" if d > i else "initramfs-tools" if i > d else None
     return Context(kver=kver, generator=generator, symbol_owner=_symbol_owner(kver))
 
@@ -304,13 +301,7 @@ def _symbol_owner(kver: str | None) -> Callable[[str], str | None]:
     def owner(symbol: str) -> str | None:
         nonlocal table
         if table is None:
-            table = {}
-            path = Path("/lib/modules") / (kver or "-") / "modules.symbols"
-            if kver and "/" not in kver and path.is_file():
-                for line in path.read_text(errors="replace").splitlines():
-                    words = line.split()
-                    if len(words) == 3 and words[1].startswith("symbol:"):
-                        table.setdefault(words[1][7:], words[2])
+            table = load_symbols(Path("/lib/modules") / kver) if kver and "/" not in kver else {}
         return table.get(symbol)
 
     return owner
@@ -402,7 +393,7 @@ def analyze_inputs(inputs: Inputs) -> Report:
     defaults = {}
     if inputs.info.get("ROOTFSTYPE"):
         defaults["fs"] = inputs.info["ROOTFSTYPE"]
-    findings = build_findings(drafts.values(), ctx, defaults)
+    findings = build_findings(drafts, ctx, defaults)
     return Report(
         source=inputs.source,
         findings=findings,

@@ -24,7 +24,7 @@ from rescue.analyze import Context, Evidence, Finding, Report
 from rescue.elf import KernelModule, read_module, unpack_ko
 from rescue.errors import RescueError
 from rescue.initrd import Initrd, module_dirs, read_initrd
-from rescue.modules import ModuleDB, module_name
+from rescue.modules import ModuleDB, load_symbols, module_name
 
 HOST_MODULES = Path("/lib/modules")
 # Root file system types that say nothing about the disk (containers, live systems).
@@ -155,14 +155,7 @@ def _host_db(kver: str) -> tuple[ModuleDB | None, dict[str, str]]:
     moddir = HOST_MODULES / kver
     if "/" in kver or not (moddir / "modules.dep").is_file():
         return None, {}
-    symbols: dict[str, str] = {}
-    sym = moddir / "modules.symbols"
-    if sym.is_file():
-        for line in sym.read_text(errors="replace").splitlines():
-            words = line.split()
-            if len(words) == 3 and words[1].startswith("symbol:"):
-                symbols.setdefault(words[1][7:], module_name(words[2]))
-    return ModuleDB.load(moddir), symbols
+    return ModuleDB.load(moddir), load_symbols(moddir)
 
 
 def _image_db(image: Initrd, moddir: str | None) -> tuple[ModuleDB, dict[str, str]]:

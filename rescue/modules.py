@@ -147,3 +147,15 @@ class ModuleDB:
 
     def missing(self, roots: Iterable[str], *, softdeps: bool = True) -> list[Need]:
         return [n for n in self.closure(roots, softdeps=softdeps) if not any(map(self.present, n.providers))]
+
+
+def load_symbols(moddir: Path) -> dict[str, str]:
+    """modules.symbols of a modules directory: exported symbol -> module (empty when absent)."""
+    path = moddir / "modules.symbols"
+    table: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            words = line.split()
+            if len(words) == 3 and words[0] == "alias" and words[1].startswith("symbol:"):
+                table.setdefault(words[1][7:], module_name(words[2]))
+    return table
