@@ -36,7 +36,7 @@ __all__ = [
 
 # Reading logs -------------------------------------------------------------------------------------
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][A-Z0-9]|\x1b[@-Z\\^_`78=>]")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][A-Z0-9]|\x1b[@-Z\\^_`a-z78=>]")
 # <N> (dmesg -r, /dev/kmsg writers), [ 1.234567] (printk time), [T123] (printk caller), syslog/journal
 # prefixes ("Nov 25 16:00:00 host kernel: "), dmesg -T ("[Wed Nov 25 16:00:00 2026] ").
 _PREFIX = re.compile(
@@ -46,7 +46,7 @@ _PREFIX = re.compile(
     r"(?:\[\s*[TC]\d+\]\s?)?"
 )
 # Console output interleaves kernel lines with shell output mid-line: split before each printk time.
-_MIDLINE_TIME = re.compile(r"(?<=\S)\s*(?=(?:<\d{1,3}>)?\[\s*\d+\.\d{6}\])")
+_MIDLINE_TIME = re.compile(r"(?<=\S)(?<!<\d>)(?<!<\d\d>)(?<!<\d\d\d>)\s*(?=(?:<\d{1,3}>)?\[\s*\d+\.\d{6}\])")
 
 
 def clean(raw: str) -> str:

@@ -214,6 +214,9 @@ RULES: tuple[Rule, ...] = (
                 support=True,
             ),
             log(
+                "can't insert", r"insmod: can't insert '[^']*\bbtrfs\.ko[^']*': unknown symbol", support=True
+            ),
+            log(
                 "could not insert 'btrfs'",
                 r"modprobe: ERROR: could not insert 'btrfs': Unknown symbol",
                 support=True,
@@ -265,6 +268,10 @@ RULES: tuple[Rule, ...] = (
             log("Unknown symbol", _MODULE + r": Unknown symbol (?P<symbol>\w+) \(err (?P<err>-?\d+)\)"),
             log("unknown symbol in module", _BUSYBOX_MODPROBE + r"unknown symbol in module"),
             log("Unknown symbol in module", _KMOD_MODPROBE + r"Unknown symbol in module"),
+            log(
+                "can't insert",
+                r"insmod: can't insert '(?:[^']*/)?(?P<module>[\w-]+)\.ko[^']*': unknown symbol",
+            ),
         ),
         fix=_fix_unknown_symbol,
         group_by=("module",),

@@ -32,11 +32,15 @@ EXPECTED: dict[str, tuple[str | None, set[str]]] = {
     "initramfs-truncated.console.log": ("initramfs-unpack-failed", set()),
     "normal-btrfs-boot.console.log": (None, set()),
     "btrfs-root-without-dev-dirs.console.log": (None, set()),  # init-bottom mount moves fail: not the root
+    # A hand-built busybox initramfs: insmod by hand, then `dmesg -r` (raw <N> levels) as the collector does.
+    "busybox-insmod-btrfs.console.log": ("btrfs-crc32c-missing", set()),
+    "busybox-insmod-btrfs.dmesg-r.txt": ("btrfs-crc32c-missing", set()),
 }
 
 
 def test_every_recorded_log_has_an_expectation() -> None:
-    assert {p.name for p in RECORDED.glob("*.console.log")} == set(EXPECTED)
+    logs = {p.name for p in RECORDED.iterdir() if p.suffix in (".log", ".txt")}
+    assert logs == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -47,14 +51,10 @@ def test_recorded_boot(name: str) -> None:
     if root is None:
         assert report.findings == [], report.render()
         return
-    # A kernel that failed to unpack its initramfs never ran the generator's scripts: nothing tells which.
-    generator = (
-        None
-        if root == "initramfs-unpack-failed"
-        else "dracut"
-        if name.startswith("dracut")
-        else "initramfs-tools"
-    )
+    # Nothing tells the generator when the kernel failed before /init, or when /init was made by hand.
+    generator: str | None = "dracut" if name.startswith("dracut") else "initramfs-tools"
+    if root == "initramfs-unpack-failed" or name.startswith("busybox"):
+        generator = None
     assert report.generator == generator
     roots = report.root_causes
     assert [f.id for f in roots] == [root], report.render()
@@ -75,6 +75,15 @@ def test_recorded_crc32c_failure_names_the_module_to_add() -> None:
     texts = [e.text for e in report.findings[0].evidence]
     assert any(t.endswith("btrfs: Unknown symbol crc32c (err -2)") for t in texts)
     assert report.headline().startswith("error: btrfs cannot load: crc32c (libcrc32c) is missing")
+
+
+def test_recorded_raw_dmesg_keeps_levels_in_evidence() -> None:
+    report = analyze_path(RECORDED / "busybox-insmod-btrfs.dmesg-r.txt")
+    first = report.findings[0].evidence[0]
+    assert first.text.startswith("<4>[") and first.text.endswith("btrfs: Unknown symbol crc32c (err -2)")
+    assert report.kernel == "6.1.0-56-cloud-amd64"
+    console = analyze_path(RECORDED / "busybox-insmod-btrfs.console.log").findings[0]
+    assert any("insmod: can't insert '/lib/modules/btrfs.ko'" in e.text for e in console.evidence)
 
 
 def test_recorded_xxhash_failure_names_the_csum_module() -> None:

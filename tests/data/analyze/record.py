@@ -9,12 +9,15 @@ One qemu and one mkinitramfs at a time.
 
 from __future__ import annotations
 
+import io
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from rescue.cpio import CpioEntry, write_newc
 from rescue.run import run
 from tests.integration.images import build_dracut_image, build_initramfs_tools_image
 
@@ -46,6 +49,45 @@ def btrfs_disk(work: Path, csum: str = "crc32c") -> Path:
     run(["truncate", "-s", "128M", disk])
     run(["mkfs.btrfs", "-q", "-f", "--csum", csum, "--rootdir", root, disk])
     return disk
+
+
+# A hand-built initramfs reproducing the bug by hand (DESIGN.md §4), then printing `dmesg -r` as the
+# collector does, between markers: a real busybox raw-level dmesg for the tests.
+HAND_INIT = """#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t devtmpfs dev /dev
+for m in xor raid6_pq zstd_compress btrfs; do /bin/busybox insmod /lib/modules/$m.ko; done
+echo RESCUE-DMESG-BEGIN
+/bin/busybox dmesg -r
+echo RESCUE-DMESG-END
+/bin/busybox poweroff -f
+"""
+HAND_MODULES = [
+    "kernel/crypto/xor.ko",
+    "kernel/lib/raid6/raid6_pq.ko",
+    "kernel/lib/zstd/zstd_compress.ko",
+    "kernel/fs/btrfs/btrfs.ko",
+]
+
+
+def hand_built(work: Path) -> Path:
+    directory = stat.S_IFDIR | 0o755
+    entries = [
+        CpioEntry("bin", directory),
+        CpioEntry("lib", directory),
+        CpioEntry("lib/modules", directory),
+        CpioEntry("bin/busybox", stat.S_IFREG | 0o755, BUSYBOX.read_bytes()),
+        CpioEntry("init", stat.S_IFREG | 0o755, HAND_INIT.encode()),
+    ]
+    for rel in HAND_MODULES:
+        data = (Path("/lib/modules") / KVER / rel).read_bytes()
+        entries.append(CpioEntry(f"lib/modules/{Path(rel).name}", stat.S_IFREG | 0o644, data))
+    buf = io.BytesIO()
+    write_newc(entries, buf)
+    out = work / "hand.img"
+    out.write_bytes(run(["gzip", "-n", "-c"], input=buf.getvalue()).stdout)
+    return out
 
 
 def boot(initrd: Path, append: str, disk: Path | None) -> str:
@@ -98,6 +140,7 @@ def scenarios(work: Path) -> dict[str, Callable[[], str]]:
         "btrfs-xxhash-csum": lambda: boot(normal(), root, btrfs_disk(work, "xxhash")),
         "root-device-missing": lambda: boot(normal(), "root=/dev/vdb rootdelay=3", btrfs_disk(work)),
         "initramfs-truncated": lambda: boot(truncated(), root, btrfs_disk(work)),
+        "busybox-insmod-btrfs": lambda: boot(hand_built(work), "quiet", None),
         # rd.shell=0 rd.emergency=reboot: dracut reboots (qemu exits) instead of waiting on the console.
         "dracut-btrfs-crc32c-missing": lambda: boot(
             dracut_nocrc(),
@@ -113,6 +156,9 @@ def main(names: list[str]) -> int:
         for name in names or list(table):
             log = table[name]()
             (HERE / f"{name}.console.log").write_text(log)
+            if "RESCUE-DMESG-BEGIN\r\n" in log:
+                dmesg = log.split("RESCUE-DMESG-BEGIN\r\n", 1)[1].split("RESCUE-DMESG-END", 1)[0]
+                (HERE / f"{name}.dmesg-r.txt").write_text(dmesg.replace("\r\n", "\n"))
             print(f"{name}: {len(log.splitlines())} lines", flush=True)
     return 0
 
