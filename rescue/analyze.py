@@ -111,11 +111,20 @@ class Inputs:
         return sorted({*self.logs, *self.modcheck})
 
 
-def _read(path: Path) -> bytes:
+MAX_READ = 128 << 20  # a boot log is megabytes; a runaway stream should not exhaust memory
+
+
+def _read(path: Path, notes: list[str] | None = None) -> bytes:
     try:
-        return path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_READ + 1)
     except OSError as e:
         raise RescueError(f"{path}: {e.strerror or e}") from None
+    if len(data) > MAX_READ:
+        data = data[:MAX_READ]
+        if notes is not None:
+            notes.append(f"{path.name}: only the first {MAX_READ:,} bytes were read")
+    return data
 
 
 def load_inputs(path: Path) -> Inputs:
@@ -123,14 +132,15 @@ def load_inputs(path: Path) -> Inputs:
         return _load_capture(path)
     if not path.exists():
         raise RescueError(f"{path}: no such file or directory")
-    data = _read(path)
+    notes: list[str] = []
+    data = _read(path, notes)
     if not is_text(data):
         raise RescueError(
             f"{path}: not a text log (binary data)",
             hint="give a dmesg file, a console log or a capture directory",
         )
     text = data.decode("utf-8", errors="replace")
-    inputs = Inputs(source=str(path))
+    inputs = Inputs(source=str(path), notes=notes)
     if path.name == "modcheck.txt" or text.startswith("# rescue modcheck"):
         inputs.modcheck[path.name] = text
     else:
@@ -155,7 +165,7 @@ def _load_capture(path: Path) -> Inputs:
     for f in sorted(path.iterdir()):
         if not f.is_file() or f.name.startswith(".") or f.name == "manifest.json":
             continue
-        data = _read(f)
+        data = _read(f, inputs.notes)
         if not is_text(data):
             continue
         text = data.decode("utf-8", errors="replace")

@@ -411,3 +411,14 @@ def test_root_fs_type_from_the_capture_decides_the_link(tmp_path: Path) -> None:
         ("root-mount-failed", None),
     ]
     assert report.findings[1].params["fs"] == ["ext4"]
+
+
+def test_oversized_log_is_read_up_to_a_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(analyze, "MAX_READ", 4096)
+    path = tmp_path / "dmesg.txt"
+    path.write_text(
+        "btrfs: Unknown symbol crc32c (err -2)\n" + "x" * 10_000 + "\nmore: Unknown symbol y (err -2)\n"
+    )
+    report = analyze_path(path)
+    assert [f.id for f in report.findings] == ["btrfs-crc32c-missing"]
+    assert report.notes == ["dmesg.txt: only the first 4,096 bytes were read"]
