@@ -239,6 +239,11 @@ RULES: tuple[Rule, ...] = (
                 r"BTRFS error \(device (?P<device>[^)]*)\): unsupported checksum algorithm:? (?P<csum>\S+)",
             ),
             log("open_ctree failed", r"BTRFS error \(device [^)]*\): open_ctree failed", support=True),
+            # The collector fails the check only for the checksum the root file system uses (its superblock).
+            modcheck(
+                "result fail missing=",
+                r"^result fail missing=(?:\S+,)?(?P<csum>xxhash64|sha256|blake2b-256)\b",
+            ),
         ),
         fix=_fix_csum,
         constants=(("fs", "btrfs"),),
@@ -400,6 +405,7 @@ RULES: tuple[Rule, ...] = (
         matches=(modcheck(" missing", r"^need (?P<module>\S+) softdep (?P<parent>\S+) missing"),),
         fix=_fix_param_modules("module"),
         group_by=("module",),
+        caused_by=(Cause("btrfs-csum-unsupported", (("module", "csum"),)),),
     ),
     Rule(
         id="firmware-missing",

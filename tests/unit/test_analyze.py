@@ -422,3 +422,19 @@ def test_oversized_log_is_read_up_to_a_limit(tmp_path: Path, monkeypatch: pytest
     report = analyze_path(path)
     assert [f.id for f in report.findings] == ["btrfs-crc32c-missing"]
     assert report.notes == ["dmesg.txt: only the first 4,096 bytes were read"]
+
+
+def test_modcheck_failing_on_the_root_checksum(tmp_path: Path) -> None:
+    modcheck = (
+        "# rescue modcheck 1\nfstype btrfs source=ROOTFSTYPE\nneed btrfs root - loaded\n"
+        "need libcrc32c dep btrfs loaded\nneed xxhash64 softdep btrfs missing\n"
+        "need blake2b-256 softdep btrfs missing\n"
+        "# missing, needed only by filesystems that use them: blake2b-256\nresult fail missing=xxhash64\n"
+    )
+    report = analyze_path(_capture(tmp_path, {"modcheck.txt": modcheck}))
+    assert [(f.id, f.severity, f.caused_by) for f in report.findings] == [
+        ("btrfs-csum-unsupported", "error", None),
+        ("module-softdep-missing", "info", "btrfs-csum-unsupported"),  # xxhash64: the same hole
+        ("module-softdep-missing", "info", None),  # blake2b-256: optional
+    ]
+    assert "echo xxhash_generic >> /etc/initramfs-tools/modules" in report.findings[0].fix["initramfs-tools"]
