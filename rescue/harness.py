@@ -7,6 +7,7 @@ lines starting with "rescue-test: "; the verdict is those lines plus what the li
 
 from __future__ import annotations
 
+import importlib
 import json
 import queue
 import re
@@ -181,8 +182,8 @@ class Harness:
 
     def generator_image(self, generator: str, drop: Sequence[str] = ("libcrc32c",)) -> Path:
         """An initramfs-tools or dracut image for the harness kernel, hooks in, drop modules removed."""
-        from rescue import imagebuild
-
+        # Imported here: the image builders need the hooks and the generators, the other scenarios do not.
+        imagebuild = importlib.import_module("rescue.imagebuild")
         out = self.workdir / f"{generator}-no-{'-'.join(drop) or 'none'}.img"
         if out.exists():
             return out

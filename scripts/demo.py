@@ -33,7 +33,7 @@ def show(event: dict[str, Any], analysis: dict[str, Any] | None) -> None:
             print(f"      {ev.get('file')}:{ev.get('line')}: {ev.get('text')}")
         fix = (finding.get("fix") or {}).get("initramfs-tools")
         if fix:
-            print(f"      fix: {fix}")
+            print("      fix: " + "\n           ".join(fix.splitlines()))
 
 
 def main() -> int:
