@@ -72,3 +72,19 @@ def test_full_argv_is_the_concatenation_in_order() -> None:
     assert argv[1:9] == machine_args(Accel.TCG, 512, 1)
     assert argv.index("-kernel") < argv.index("-netdev") < argv.index("-drive")
     assert all(isinstance(a, str) for a in argv)
+
+
+def test_cmdline_can_leave_panic_out_for_initramfs_tools() -> None:
+    # initramfs-tools runs no scripts/panic hooks at all when panic= is on the command line.
+    assert kernel_cmdline("root=/dev/vda", panic=False) == ["console=ttyS0", "root=/dev/vda"]
+
+
+def test_guest_markers_are_read_from_the_console_log() -> None:
+    from rescue.harness import markers_in
+
+    log = (
+        "[    2.1] rescue-test: waiting for root /dev/vda\r\n"
+        "rescue-test: waiting for root /dev/vda\r\n"  # the same line from kmsg and the console: kept once
+        "noise rescue-test: end: root not mounted\r\n"
+    )
+    assert markers_in(log) == ["waiting for root /dev/vda", "end: root not mounted"]
