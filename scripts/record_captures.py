@@ -22,16 +22,20 @@ from rescue.harness import BootResult, Harness, ListenerProcess  # noqa: E402
 OUT = REPO / "tests" / "captures"
 
 
-def scenarios(h: Harness) -> dict[str, Callable[[int], BootResult]]:
-    found: dict[str, Callable[[int], BootResult]] = {
-        "manual-dmesg": h.manual_recipe,
-        "btrfs-crc32c-missing": h.broken_btrfs,
-        "root-device-missing": h.missing_root,
+# Capture name -> (scenario, the root cause the analysis must find: written to its EXPECTED file).
+Scenario = tuple[Callable[[int], BootResult], str]
+
+
+def scenarios(h: Harness) -> dict[str, Scenario]:
+    found: dict[str, Scenario] = {
+        "manual-dmesg": (h.manual_recipe, "none"),
+        "btrfs-crc32c-missing": (h.broken_btrfs, "btrfs-crc32c-missing"),
+        "root-device-missing": (h.missing_root, "root-device-missing"),
     }
     try:
         from rescue import imagebuild  # noqa: F401
 
-        found["mkinitramfs-btrfs-crc32c-missing"] = h.mkinitramfs_broken_btrfs
+        found["mkinitramfs-btrfs-crc32c-missing"] = (h.mkinitramfs_broken_btrfs, "btrfs-crc32c-missing")
     except ImportError:
         print("record: rescue.imagebuild is not there: scenario 5 skipped", file=sys.stderr)
     return found
@@ -45,7 +49,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rescue-record-") as tmp:
         harness = Harness(Path(tmp) / "work", collector_script=args.collector)
         with ListenerProcess(Path(tmp) / "captures") as listener:
-            for name, run in scenarios(harness).items():
+            for name, (run, expected) in scenarios(harness).items():
                 if args.only and name not in args.only:
                     continue
                 result = run(listener.port)
@@ -53,6 +57,7 @@ def main() -> int:
                 target = OUT / name
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(event["path"], target)
+                (target / "EXPECTED").write_text(f"{expected}\n")
                 size = sum(p.stat().st_size for p in target.iterdir())
                 print(f"{name}: {event['status']} {size} bytes, findings {event.get('findings')}, "
                       f"boot {result.seconds:.1f}s")  # fmt: skip
