@@ -180,8 +180,22 @@ class Harness:
 
     # --- scenarios 5 and 6: images made by the real generators with the hooks (rescue.imagebuild) ---
 
+    def generator_kernel(self) -> tuple[str, Path]:
+        """(version, vmlinuz) for the generator images, which are built from the host's /lib/modules.
+
+        The downloaded kernel when the host has its modules (the usual case: the same package); else the
+        newest kernel installed on the host, so an apt index newer than the installed kernel does not matter.
+        """
+        if (Path("/lib/modules") / self.kernel.version / "modules.dep").is_file():
+            return self.kernel.version, self.kernel.vmlinuz
+        for moddir in sorted(Path("/lib/modules").glob("*"), reverse=True):
+            vmlinuz = Path("/boot") / f"vmlinuz-{moddir.name}"
+            if (moddir / "modules.dep").is_file() and vmlinuz.is_file():
+                return moddir.name, vmlinuz
+        raise RescueError("no kernel with modules installed on this host", hint="make deps")
+
     def generator_image(self, generator: str, drop: Sequence[str] = ("libcrc32c",)) -> Path:
-        """An initramfs-tools or dracut image for the harness kernel, hooks in, drop modules removed."""
+        """An initramfs-tools or dracut image for generator_kernel(), hooks in, drop modules removed."""
         # Imported here: the image builders need the hooks and the generators, the other scenarios do not.
         imagebuild = importlib.import_module("rescue.imagebuild")
         out = self.workdir / f"{generator}-no-{'-'.join(drop) or 'none'}.img"
@@ -191,10 +205,10 @@ class Harness:
         kw: dict[str, Any] = {"host": HOST_FROM_GUEST, "port": 3333, "drop_modules": list(drop)}
         if generator == "initramfs-tools":
             return Path(
-                imagebuild.build_initramfs_tools_image(out, self.kernel.version, modules="most", **kw)
+                imagebuild.build_initramfs_tools_image(out, self.generator_kernel()[0], modules="most", **kw)
             )
         if generator == "dracut":
-            return Path(imagebuild.build_dracut_image(out, self.kernel.version, **kw))
+            return Path(imagebuild.build_dracut_image(out, self.generator_kernel()[0], **kw))
         raise RescueError(f"unknown generator {generator!r}")
 
     def boot_until_sent(self, spec: VMSpec, log_name: str, timeout: float = BOOT_TIMEOUT) -> BootResult:
@@ -215,14 +229,18 @@ class Harness:
         """Scenario 5: a real mkinitramfs image with the hooks, without libcrc32c, on a btrfs root."""
         img = self.generator_image("initramfs-tools")
         args = kernel_cmdline(*self._root_args(port), panic=False)
-        spec = replace(self.spec(img, disks=[self.btrfs_root()]), cmdline=args)
+        spec = replace(
+            self.spec(img, disks=[self.btrfs_root()], kernel=self.generator_kernel()[1]), cmdline=args
+        )
         return self.boot_until_sent(spec, log_name)
 
     def mkinitramfs_missing_root(self, port: int, log_name: str = "mkinitramfs-missing-root") -> BootResult:
         """Scenario 5b: the same image; root= names a missing disk (rootdelay keeps the wait short)."""
         img = self.generator_image("initramfs-tools")
         args = kernel_cmdline(*self._root_args(port, root="/dev/vdb"), "rootdelay=3", panic=False)
-        spec = replace(self.spec(img, disks=[self.btrfs_root()]), cmdline=args)
+        spec = replace(
+            self.spec(img, disks=[self.btrfs_root()], kernel=self.generator_kernel()[1]), cmdline=args
+        )
         return self.boot_until_sent(spec, log_name)
 
     def dracut_broken_btrfs(self, port: int, log_name: str = "dracut-broken-btrfs") -> BootResult:
@@ -233,7 +251,9 @@ class Harness:
         """
         img = self.generator_image("dracut")
         args = kernel_cmdline(*self._root_args(port), "rd.timeout=10", panic=False)
-        spec = replace(self.spec(img, disks=[self.btrfs_root()]), cmdline=args)
+        spec = replace(
+            self.spec(img, disks=[self.btrfs_root()], kernel=self.generator_kernel()[1]), cmdline=args
+        )
         return self.boot_until_sent(spec, log_name)
 
     @staticmethod
