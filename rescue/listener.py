@@ -309,7 +309,8 @@ class ListenServer:
         if skipped:
             cap.manifest["skipped"] = skipped
         if status != "rejected" and files:
-            cap.write_manifest(durable=False)  # the analysis reads the capture's status from it
+            with contextlib.suppress(OSError):  # the analysis reads the capture's status from it
+                cap.write_manifest(durable=False)
             cap.manifest["analysis"] = analyze_capture(cap.path)
         try:
             cap.write_manifest()
