@@ -46,7 +46,7 @@ bench: deps venv
 	$(BIN)/python -m tests.bench
 
 # A listener, a VM whose btrfs root cannot mount (libcrc32c left out), and the diagnosis; last line: the finding.
-demo: venv
+demo: deps venv
 	$(BIN)/python scripts/demo.py
 
 clean:
