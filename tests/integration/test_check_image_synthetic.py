@@ -132,6 +132,8 @@ def test_kernel_version_choice(tmp_path: Path) -> None:
     with pytest.raises(RescueError, match=r"no modules for kernel 9\.9"):
         check_image(image, require=["btrfs"], kernel_version="9.9")
     assert check_image(image, require=["btrfs"], kernel_version=KVER).kernel == KVER
+    with pytest.raises(RescueError, match="no module or file system called btrfss"):
+        check_image(image, require=["btrfss"])
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
