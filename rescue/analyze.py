@@ -359,8 +359,11 @@ def link(findings: list[Finding]) -> None:
     for f in findings:
         rule = RULES_BY_ID.get(f.id)
         for cause in rule.caused_by if rule else ():
-            if any(c.id == cause.id and c is not f and _agree(f, c, cause.same) for c in findings):
-                f.caused_by = cause.id
+            found = next(
+                (c for c in findings if c.id == cause.id and c is not f and _agree(f, c, cause.same)), None
+            )
+            if found:
+                f.caused_by, f.cause = cause.id, found
                 break
 
 
@@ -387,7 +390,7 @@ def order(findings: list[Finding]) -> list[Finding]:
             return
         placed.add(id(f))
         out.append(f)
-        for c in sorted((c for c in findings if c.caused_by == f.id), key=key):
+        for c in sorted((c for c in findings if c.cause is f), key=key):
             place(c)
 
     for f in sorted((f for f in findings if f.caused_by is None), key=key):

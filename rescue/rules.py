@@ -251,7 +251,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         id="module-version-mismatch",
         severity="error",
-        title="{module} was built for a different kernel (symbol versions disagree)",
+        title="{module} was built for a different kernel",
         matches=(
             log(
                 "disagrees about version of symbol",
@@ -261,6 +261,11 @@ RULES: tuple[Rule, ...] = (
             log("version magic", _MODULE + r": version magic '(?P<have>[^']*)' should be '(?P<want>[^']*)'"),
             log("nvalid module format", _BUSYBOX_MODPROBE + r"[Ii]nvalid module format", support=True),
             log("nvalid module format", _KMOD_MODPROBE + r"[Ii]nvalid module format", support=True),
+            log(
+                "nvalid module format",
+                r"insmod: can't insert '(?:[^']*/)?(?P<module>[\w-]+)\.ko[^']*': [Ii]nvalid module format",
+                support=True,
+            ),
         ),
         fix=_fix_version_mismatch,
         group_by=("module",),

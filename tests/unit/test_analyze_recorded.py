@@ -36,11 +36,26 @@ EXPECTED: dict[str, tuple[str | None, set[str]]] = {
     "busybox-insmod-btrfs.console.log": ("btrfs-crc32c-missing", set()),
     "busybox-insmod-btrfs.dmesg-r.txt": ("btrfs-crc32c-missing", set()),
 }
+# Logs with several root causes: log -> [(finding id, module, the id it was caused by)] in report order.
+SEVERAL: dict[str, list[tuple[str, str, str | None]]] = {
+    # Real modules edited where the kernel checks them (record.py): xor's CRC for ktime_get, libcrc32c's
+    # vermagic. Each failure is its own root cause; xor's unknown symbol follows from its own mismatch.
+    "busybox-insmod-version-mismatch.console.log": [
+        ("module-version-mismatch", "libcrc32c", None),
+        ("module-version-mismatch", "xor", None),
+        ("module-unknown-symbol", "xor", "module-version-mismatch"),
+    ],
+    "busybox-insmod-version-mismatch.dmesg-r.txt": [
+        ("module-version-mismatch", "xor", None),
+        ("module-unknown-symbol", "xor", "module-version-mismatch"),
+        ("module-version-mismatch", "libcrc32c", None),
+    ],
+}
 
 
 def test_every_recorded_log_has_an_expectation() -> None:
     logs = {p.name for p in RECORDED.iterdir() if p.suffix in (".log", ".txt")}
-    assert logs == set(EXPECTED)
+    assert logs == set(EXPECTED) | set(SEVERAL)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -75,6 +90,18 @@ def test_recorded_crc32c_failure_names_the_module_to_add() -> None:
     texts = [e.text for e in report.findings[0].evidence]
     assert any(t.endswith("btrfs: Unknown symbol crc32c (err -2)") for t in texts)
     assert report.headline().startswith("error: btrfs cannot load: crc32c (libcrc32c) is missing")
+
+
+@pytest.mark.parametrize("name", sorted(SEVERAL))
+def test_recorded_boot_with_several_causes(name: str) -> None:
+    report = analyze_path(RECORDED / name)
+    got = [(f.id, f.params["module"][0], f.caused_by) for f in report.findings]
+    assert got == SEVERAL[name], report.render()
+    # A consequence is placed right after its own cause (xor's unknown symbol after xor's mismatch).
+    for i, f in enumerate(report.findings):
+        if f.cause is not None:
+            assert report.findings[i - 1] is f.cause
+    assert any("version magic" in e.text for f in report.findings for e in f.evidence)
 
 
 def test_recorded_raw_dmesg_keeps_levels_in_evidence() -> None:
