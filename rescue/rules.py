@@ -156,11 +156,13 @@ def _fix_param_modules(name: str) -> FixFn:
 def _fix_version_mismatch(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
     mods = ", ".join(params.get("module", [])) or "the module"
     kver = ctx.kver or "KVER"
-    note = (
-        f"# {mods} was built for another kernel: reinstall it for {kver}\n"
-        f"# (apt-get install --reinstall linux-image-{kver}, or dkms autoinstall -k {kver})"
-    )
-    return rebuild_with(note, note)(params, ctx)
+    it, dr = _rebuild(ctx)
+    why = f"# {mods}: not built for the kernel that boots; reinstall the module's package"
+    dkms = f"# (a module built by dkms: dkms autoinstall -k {kver})"
+    return {
+        "initramfs-tools": f"{why}\napt-get install --reinstall linux-image-{kver}\n{dkms}\n{it}",
+        "dracut": f"{why}\n# (for a kernel module: the kernel package for {kver})\n{dkms}\n{dr}",
+    }
 
 
 def _fix_root_device(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
