@@ -55,7 +55,7 @@ _CRC32C = {
 @dataclass
 class Need:
     name: str  # a module name or an alias (crypto-crc32c)
-    kind: str  # root | dep | softdep | symbol
+    kind: str  # root | dep | softdep (a dep found through a symbol says so in witnesses)
     parent: str | None
     status: str = "missing"  # in-image | builtin | missing
     provider: str | None = None

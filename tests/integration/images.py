@@ -53,6 +53,15 @@ def build_initramfs_tools_image(
 
 
 def build_dracut_image(out: Path, kver: str, *, omit_drivers: Sequence[str] = ()) -> Path:
+    try:
+        from rescue import imagebuild  # type: ignore[attr-defined]
+    except ImportError:
+        imagebuild = None
+    if imagebuild is not None:
+        built: Path = imagebuild.build_dracut_image(
+            out, kver, host="127.0.0.1", port=3333, drop_modules=omit_drivers
+        )
+        return built
     argv: list[str | Path] = ["dracut", "--no-hostonly", "--force", "--quiet"]
     if omit_drivers:
         argv += ["--omit-drivers", " ".join(omit_drivers)]
