@@ -14,6 +14,20 @@ from pathlib import Path
 
 from rescue.run import run
 
+
+def installed_kernel() -> str:
+    """The Debian cloud kernel installed here (its version changes with security updates), else any kernel
+    with modules and a vmlinuz; "" when there is none."""
+    found = sorted(
+        (d.name for d in Path("/lib/modules").glob("*") if (d / "modules.dep").is_file()),
+        key=lambda v: ("cloud" in v, v),
+    )
+    for kver in reversed(found):
+        if Path(f"/boot/vmlinuz-{kver}").is_file():
+            return kver
+    return found[-1] if found else ""
+
+
 _DROP_HOOK = """#!/bin/sh
 # Test hook: remove modules from the image to reproduce an initramfs that lacks them.
 PREREQ=""

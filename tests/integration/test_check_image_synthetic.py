@@ -23,8 +23,9 @@ from rescue.cpio import CpioEntry, write_newc
 from rescue.errors import RescueError
 from rescue.run import run
 from tests.conftest import require
+from tests.integration.images import installed_kernel
 
-KVER = "6.1.0-56-cloud-amd64"
+KVER = installed_kernel()
 HOST = Path("/lib/modules") / KVER
 BTRFS_DEPS = [
     "kernel/fs/btrfs/btrfs.ko",

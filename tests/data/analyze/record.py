@@ -20,10 +20,10 @@ from pathlib import Path
 
 from rescue.cpio import CpioEntry, write_newc
 from rescue.run import run
-from tests.integration.images import build_dracut_image, build_initramfs_tools_image
+from tests.integration.images import build_dracut_image, build_initramfs_tools_image, installed_kernel
 
 HERE = Path(__file__).resolve().parent
-KVER = "6.1.0-56-cloud-amd64"
+KVER = installed_kernel()
 KERNEL = Path(f"/boot/vmlinuz-{KVER}")
 BUSYBOX = Path("/bin/busybox")
 
