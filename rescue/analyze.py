@@ -109,6 +109,7 @@ class Inputs:
     modcheck: dict[str, str] = field(default_factory=dict)
     info: dict[str, str] = field(default_factory=dict)
     header: dict[str, str] = field(default_factory=dict)
+    cmdline: str = ""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -179,6 +180,8 @@ def _load_capture(path: Path) -> Inputs:
             inputs.modcheck[f.name] = text
         elif f.name == "info.txt":
             inputs.info = _keyvalues(text)
+        elif f.name == "cmdline.txt":
+            inputs.cmdline = text.strip()
         elif f.name not in _NOT_LOGS:
             inputs.logs[f.name] = text
     if not inputs.logs and not inputs.modcheck:
@@ -247,6 +250,7 @@ class _Hints:
     dracut: int = 0
     initramfs_tools: int = 0
     kernels: dict[str, int] = field(default_factory=dict)
+    cmdline: str = ""
 
     def see(self, found: list[tuple[str, str]]) -> None:
         for _, message in found:
@@ -255,9 +259,11 @@ class _Hints:
             m = _LINUX_VERSION.match(message)
             if m:
                 self.kernels[m.group(1)] = self.kernels.get(m.group(1), 0) + 1
+            if message.startswith("Kernel command line: "):
+                self.cmdline = message[len("Kernel command line: ") :]
 
 
-_HINT_WORDS = re.compile(r"dracut|Begin: |ALERT!|Loading, please wait|Linux version")
+_HINT_WORDS = re.compile(r"dracut|Begin: |ALERT!|Loading, please wait|Linux version|Kernel command line")
 
 
 def _scan(inputs: Inputs) -> tuple[list[_Draft], int, _Hints]:
@@ -270,10 +276,12 @@ def _scan(inputs: Inputs) -> tuple[list[_Draft], int, _Hints]:
         for name, text in files.items():
             for number, raw in enumerate(text.split("\n"), 1):
                 lines += 1
-                hint = source == "log" and _HINT_WORDS.search(raw) is not None
-                if not hint and not needles.search(raw):
+                # Colours can sit inside a message (systemd's unit names): look at such lines cleaned.
+                probe = clean(raw) if "\x1b" in raw else raw
+                hint = source == "log" and _HINT_WORDS.search(probe) is not None
+                if not hint and not needles.search(probe):
                     continue
-                shown = clean(raw)
+                shown = probe if probe is not raw else clean(raw)
                 found = messages(shown) if source == "log" else [(shown, shown)]
                 if hint:
                     hints.see(found)
@@ -416,9 +424,12 @@ def order(findings: list[Finding]) -> list[Finding]:
 def analyze_inputs(inputs: Inputs) -> Report:
     drafts, lines, hints = _scan(inputs)
     ctx = _context(inputs, hints)
+    # The root file system type: what the collector found, else rootfstype= on the kernel command line.
     defaults = {}
-    if inputs.info.get("ROOTFSTYPE"):
-        defaults["fs"] = inputs.info["ROOTFSTYPE"]
+    cmdline = dict(w.partition("=")[::2] for w in (inputs.cmdline or hints.cmdline).split())
+    fstype = inputs.info.get("ROOTFSTYPE") or cmdline.get("rootfstype", "")
+    if fstype and fstype != "auto":
+        defaults["fs"] = fstype
     findings = build_findings(drafts, ctx, defaults)
     return Report(
         source=inputs.source,

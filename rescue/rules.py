@@ -176,6 +176,16 @@ def _fix_root_device(params: dict[str, list[str]], ctx: Context) -> dict[str, st
     }
 
 
+def _fix_root_mount(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
+    fs = (params.get("fs") or ["FSTYPE"])[0]
+    image = f"/boot/initrd.img-{ctx.kver}" if ctx.kver else "/boot/initrd.img-KVER"
+    check = (
+        "# compare root=, rootfstype=, rootflags= (cat /proc/cmdline) with blkid; can the image mount it?\n"
+        f"rescue check-image {image} --require {fs}"
+    )
+    return rebuild_with(check, check)(params, ctx)
+
+
 def _fix_firmware(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
     files = " ".join(f"/lib/firmware/{f}" for f in params.get("firmware", []))
     it, dr = _rebuild(ctx)
@@ -373,12 +383,15 @@ RULES: tuple[Rule, ...] = (
             ),
             log("Unable to mount root fs", r"VFS: Unable to mount root fs on (?P<block>\S+)"),
             log("No filesystem could mount root", r"No filesystem could mount root, tried:"),
+            # dracut with systemd: the unit's failure is on the console, mount's own words in the journal.
+            log("Failed to mount sysroot.mount", r"Failed to mount sysroot\.mount\b"),
+            log(
+                "Initrd Root File System",
+                r"Dependency failed for .*\bInitrd Root File System\b",
+                support=True,
+            ),
         ),
-        fix=rebuild_with(
-            "# check root=, rootfstype= and rootflags= on the kernel command line against blkid,\n"
-            "# and that the file system's module is in the image (rescue check-image)",
-            "# check root=, rootfstype= and rootflags= against blkid; rescue check-image the image",
-        ),
+        fix=_fix_root_mount,
         from_context=("fs",),
         caused_by=(
             Cause("btrfs-crc32c-missing", (("fs", "fs"),)),

@@ -29,6 +29,8 @@ EXPECTED: dict[str, tuple[str | None, set[str]]] = {
     "root-device-missing.console.log": ("root-device-missing", set()),
     # dracut 059 with systemd: the btrfs device never becomes ready, so systemd times out waiting for it.
     "dracut-btrfs-crc32c-missing.console.log": ("btrfs-crc32c-missing", {"root-device-missing"}),
+    # rootfstype=nilfs2, a driver the image lacks: systemd's console says only that sysroot.mount failed.
+    "dracut-unknown-fstype.console.log": ("root-mount-failed", set()),
     "initramfs-truncated.console.log": ("initramfs-unpack-failed", set()),
     "normal-btrfs-boot.console.log": (None, set()),
     "btrfs-root-without-dev-dirs.console.log": (None, set()),  # init-bottom mount moves fail: not the root
@@ -111,6 +113,11 @@ def test_recorded_raw_dmesg_keeps_levels_in_evidence() -> None:
     assert report.kernel == "6.1.0-56-cloud-amd64"
     console = analyze_path(RECORDED / "busybox-insmod-btrfs.console.log").findings[0]
     assert any("insmod: can't insert '/lib/modules/btrfs.ko'" in e.text for e in console.evidence)
+
+
+def test_recorded_systemd_root_mount_failure_knows_the_fs_type() -> None:
+    report = analyze_path(RECORDED / "dracut-unknown-fstype.console.log")
+    assert report.findings[0].params["fs"] == ["nilfs2"]  # from rootfstype= on the kernel command line
 
 
 def test_recorded_xxhash_failure_names_the_csum_module() -> None:

@@ -184,6 +184,10 @@ def scenarios(work: Path) -> dict[str, Callable[[], str]]:
     def dracut_nocrc() -> Path:
         return build_dracut_image(work / "dracut-nocrc.img", KVER, omit_drivers=["libcrc32c"])
 
+    def dracut_normal() -> Path:
+        out = work / "dracut.img"
+        return out if out.exists() else build_dracut_image(out, KVER)
+
     root = "root=/dev/vda rootfstype=btrfs"
     return {
         "btrfs-crc32c-missing": lambda: boot(nocrc(), root, btrfs_disk(work)),
@@ -194,6 +198,12 @@ def scenarios(work: Path) -> dict[str, Callable[[], str]]:
         "busybox-insmod-btrfs": lambda: boot(hand_built(work), "quiet", None),
         "busybox-insmod-version-mismatch": lambda: boot(mismatched(work), "quiet", None),
         # rd.shell=0 rd.emergency=reboot: dracut reboots (qemu exits) instead of waiting on the console.
+        # A file system type the kernel has no driver for (nilfs2 is not in the image).
+        "dracut-unknown-fstype": lambda: boot(
+            dracut_normal(),
+            "root=/dev/vda rootfstype=nilfs2 rd.shell=0 rd.emergency=reboot",
+            btrfs_disk(work),
+        ),
         "dracut-btrfs-crc32c-missing": lambda: boot(
             dracut_nocrc(),
             f"{root} rd.shell=0 rd.emergency=reboot rd.retry=10 rd.timeout=20",
