@@ -7,7 +7,6 @@ import socket
 from dataclasses import dataclass
 
 
-
 @dataclass(frozen=True)
 class HostAddress:
     address: str
