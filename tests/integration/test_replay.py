@@ -113,3 +113,20 @@ def test_not_a_capture_and_nobody_listening(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     proc = rescue("replay", str(CAPTURES[0]), "--to", f"127.0.0.1:{port}", "--timeout", "5")
     assert proc.returncode == 2 and "cannot send" in proc.stderr
+
+
+def test_replay_to_a_listener_that_wants_a_token(tmp_path: Path) -> None:
+    lst = Listener(tmp_path / "captures", "--token", "s3cret")
+    try:
+        capture = REPO / "tests" / "captures" / "manual-dmesg"
+        assert rescue("replay", str(capture), "--to", f"127.0.0.1:{lst.port}").returncode == 0
+        assert lst.wait_for("capture")["status"] == "rejected"
+        proc = rescue("replay", str(capture), "--to", f"127.0.0.1:{lst.port}", "--token", "s3cret")
+        assert proc.returncode == 0, proc.stderr
+        event = lst.wait_for("capture")
+        assert event["status"] == "complete"
+        man = json.loads((Path(event["path"]) / "manifest.json").read_text())
+        assert man["kind"] == "header+raw" and "token" not in man["header"]
+        assert (Path(event["path"]) / "dmesg.txt").read_bytes() == (capture / "dmesg.txt").read_bytes()
+    finally:
+        lst.stop()
