@@ -198,7 +198,7 @@ class Harness:
         """An initramfs-tools or dracut image for generator_kernel(), hooks in, drop modules removed."""
         # Imported here: the image builders need the hooks and the generators, the other scenarios do not.
         imagebuild = importlib.import_module("rescue.imagebuild")
-        out = self.workdir / f"{generator}-no-{'-'.join(drop) or 'none'}.img"
+        out = self.workdir / (f"{generator}-without-{'-'.join(drop)}.img" if drop else f"{generator}.img")
         if out.exists():
             return out
         # The port baked in is a placeholder: each boot names its listener with rescue.port= (cmdline wins).
@@ -235,8 +235,8 @@ class Harness:
         return self.boot_until_sent(spec, log_name)
 
     def mkinitramfs_missing_root(self, port: int, log_name: str = "mkinitramfs-missing-root") -> BootResult:
-        """Scenario 5b: the same image; root= names a missing disk (rootdelay keeps the wait short)."""
-        img = self.generator_image("initramfs-tools")
+        """Scenario 5b: a complete image; root= names a missing disk (rootdelay keeps the wait short)."""
+        img = self.generator_image("initramfs-tools", drop=())
         args = kernel_cmdline(*self._root_args(port, root="/dev/vdb"), "rootdelay=3", panic=False)
         spec = replace(
             self.spec(img, disks=[self.btrfs_root()], kernel=self.generator_kernel()[1]), cmdline=args

@@ -116,6 +116,8 @@ esac
 say "waiting for root $ROOT"
 if ! wait_for_root; then
     say "ALERT! $ROOT does not exist"
+    # This init logs its failure in the kernel log, in initramfs-tools' words; initramfs-tools itself prints
+    # it on the console only, so its bundles lack the line (the mkinitramfs scenario covers that case).
     echo "<3>ALERT!  ${ROOT:-root=} does not exist.  Dropping to a shell!" >/dev/kmsg
     collect "ALERT! ${ROOT:-root=} does not exist"
     finish "no root device"
