@@ -99,6 +99,7 @@ class Console:
             if left <= 0:
                 raise self.fail(f"timed out after {timeout:g}s waiting for {_describe(patterns)}")
             step = min(left, nudge_idle) if nudge_idle else left
+            seen = self._tee.buffer.tell()
             index = self.child.expect(want, timeout=step)
             if index < len(patterns):
                 match = self.child.match
@@ -109,7 +110,7 @@ class Console:
                     return index, None
                 raise self.fail(f"console closed (exit status {self.exitstatus}) while waiting for "
                                 f"{_describe(patterns)}")  # fmt: skip
-            if nudge_idle:
+            if nudge_idle and self._tee.buffer.tell() == seen:  # quiet for a whole step: nudge
                 self.child.send("\n")
 
     def wait_for(self, pattern: Pattern, timeout: float, **kw: Any) -> re.Match[str] | None:

@@ -75,3 +75,16 @@ def test_log_file_has_everything_read(console: Console) -> None:
     assert console.log_path is not None
     console.close()
     assert "in-the-file" in console.log_path.read_text()
+
+
+def test_a_quiet_console_is_nudged_with_a_newline(busybox: str) -> None:
+    # The program waits for a line before it says anything, like a prompt printed before we listened.
+    argv = [busybox, "sh", "-c", "read line; echo nudged"]
+    nudged, left_alone = Console.spawn(argv), Console.spawn(argv)
+    try:
+        nudged.wait_for("nudged", timeout=10, nudge_idle=0.3)
+        with pytest.raises(ConsoleError, match="timed out"):
+            left_alone.wait_for("nudged", timeout=1)
+    finally:
+        nudged.close()
+        left_alone.close()
