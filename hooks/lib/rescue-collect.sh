@@ -1,0 +1,768 @@
+#!/bin/sh
+# rescue collector: runs inside the initramfs after the boot failed (initramfs-tools scripts/panic, dracut
+# emergency hook, or any /init that calls it). Brings the network up, collects the evidence, checks the modules
+# the root filesystem needs, and sends it all as one tar stream behind a `RESCUE/1` header line.
+#
+# Usage: /bin/sh /lib/rescue/collect.sh [REASON]
+#
+# POSIX sh for busybox ash. Best effort throughout: a missing tool or file costs one piece of evidence, never
+# the send. It never runs longer than RESCUE_TIMEOUT and sends at most once per boot (panic() may run twice).
+#
+# Configuration, later wins: /etc/rescue.conf (KEY=value), the environment (RESCUE_HOST, RESCUE_PORT,
+# RESCUE_TOKEN, RESCUE_IP, RESCUE_TIMEOUT), the kernel command line (rescue.host= rescue.port= rescue.token=
+# rescue.ip= rescue.timeout= rescue=off).
+# For tests and replays: RESCUE_PREFIX (a fake root for /proc, /sys, /lib/modules, /etc, /run, /dev/disk),
+# RESCUE_DMESG / RESCUE_BLKID (files used instead of running dmesg / blkid), RESCUE_SYSNET (instead of
+# $RESCUE_PREFIX/sys/class/net), RESCUE_WORKDIR (instead of $RESCUE_PREFIX/run/rescue).
+
+RESCUE_VERSION=1
+P=${RESCUE_PREFIX:-}
+
+say() {
+	echo "rescue: $*"
+}
+
+# busybox's applets behave the same in every image (dracut images have no nc, and other tools under the same
+# names behave differently), so use them whenever a busybox binary is there.
+BB=""
+for _b in /bin/busybox /usr/bin/busybox /sbin/busybox /lib/rescue/busybox; do
+	if [ -x "$_b" ]; then
+		BB=$_b
+		break
+	fi
+done
+
+bb() {
+	if [ -n "$BB" ]; then
+		"$BB" "$@"
+	else
+		"$@"
+	fi
+}
+
+now() {
+	bb date +%s
+}
+
+# Seconds left before the deadline (never negative).
+left() {
+	_l=$((DEADLINE - $(now)))
+	[ "$_l" -gt 0 ] || _l=0
+	echo "$_l"
+}
+
+# --- configuration -------------------------------------------------------------------------------------
+
+CMDLINE=""
+[ -r "$P/proc/cmdline" ] && CMDLINE=$(bb cat "$P/proc/cmdline")
+
+# The value of the last NAME=value word on the kernel command line; status 1 when absent.
+cmdline_arg() {
+	_found=1
+	set -f
+	for _w in $CMDLINE; do
+		case $_w in
+		"$1="*)
+			_val=${_w#*=}
+			_found=0
+			;;
+		esac
+	done
+	set +f
+	[ "$_found" = 0 ] && echo "$_val"
+	return "$_found"
+}
+
+load_config() {
+	# The environment wins over the file: remember it before reading the file.
+	_env_host=${RESCUE_HOST:-}
+	_env_port=${RESCUE_PORT:-}
+	_env_token=${RESCUE_TOKEN:-}
+	_env_ip=${RESCUE_IP:-}
+	_env_timeout=${RESCUE_TIMEOUT:-}
+	RESCUE_HOST="" RESCUE_PORT=3333 RESCUE_TOKEN="" RESCUE_IP="" RESCUE_TIMEOUT=30
+	if [ -r "$P/etc/rescue.conf" ]; then
+		# Parsed, not sourced: only the known keys, and no code runs.
+		while IFS='=' read -r _k _v; do
+			_v=${_v#\"}
+			_v=${_v%\"}
+			_v=${_v#\'}
+			_v=${_v%\'}
+			case $_k in
+			RESCUE_HOST) RESCUE_HOST=$_v ;;
+			RESCUE_PORT) RESCUE_PORT=$_v ;;
+			RESCUE_TOKEN) RESCUE_TOKEN=$_v ;;
+			RESCUE_IP) RESCUE_IP=$_v ;;
+			RESCUE_TIMEOUT) RESCUE_TIMEOUT=$_v ;;
+			esac
+		done <"$P/etc/rescue.conf"
+	fi
+	[ -n "$_env_host" ] && RESCUE_HOST=$_env_host
+	[ -n "$_env_port" ] && RESCUE_PORT=$_env_port
+	[ -n "$_env_token" ] && RESCUE_TOKEN=$_env_token
+	[ -n "$_env_ip" ] && RESCUE_IP=$_env_ip
+	[ -n "$_env_timeout" ] && RESCUE_TIMEOUT=$_env_timeout
+	_v=$(cmdline_arg rescue.host) && RESCUE_HOST=$_v
+	_v=$(cmdline_arg rescue.port) && RESCUE_PORT=$_v
+	_v=$(cmdline_arg rescue.token) && RESCUE_TOKEN=$_v
+	_v=$(cmdline_arg rescue.ip) && RESCUE_IP=$_v
+	_v=$(cmdline_arg rescue.timeout) && RESCUE_TIMEOUT=$_v
+	case $RESCUE_TIMEOUT in
+	'' | *[!0-9]*) RESCUE_TIMEOUT=30 ;;
+	esac
+	case $RESCUE_PORT in
+	'' | *[!0-9]*) RESCUE_PORT=3333 ;;
+	esac
+}
+
+# Secrets never leave the machine: values of *pass*/*token*/*secret* parameters (rescue.token=,
+# rd.iscsi.password=, iscsi_password=, ...) and passwords in URLs (cifs://user:password@host/share).
+mask() {
+	bb sed -E \
+		-e 's/([A-Za-z0-9_.-]*([Pp][Aa][Ss][Ss]|[Tt][Oo][Kk][Ee][Nn]|[Ss][Ee][Cc][Rr][Ee][Tt])[A-Za-z0-9_.-]*)=[^ ,]*/\1=***/g' \
+		-e 's#(://[^:/@ ]*):[^@/ ]*@#\1:***@#g'
+}
+
+# --- network --------------------------------------------------------------------------------------------
+
+NETSYS=${RESCUE_SYSNET:-$P/sys/class/net}
+NET_METHOD=""
+NET_DEVICE=""
+
+# Field N (1-based) of a kernel ip= value (client:server:gw:mask:host:device:autoconf:...).
+ip_field() {
+	echo "$1" | bb cut -d: -f"$2"
+}
+
+# A static ip= value names a client address and no autoconfiguration.
+ip_is_static() {
+	_c=$(ip_field "$1" 1)
+	_a=$(ip_field "$1" 7)
+	case $_c in
+	*.*.*.*) ;;
+	*) return 1 ;;
+	esac
+	case $_a in
+	'' | off | none | static) return 0 ;;
+	esac
+	return 1
+}
+
+# The interface to use: ip= device field, the BOOTIF MAC, DEVICE, else the first non-loopback one with a link.
+pick_device() {
+	_d=""
+	_ip=$(cmdline_arg ip) && _d=$(ip_field "$_ip" 6)
+	[ -z "$_d" ] && [ -n "${RESCUE_IP:-}" ] && _d=$(ip_field "$RESCUE_IP" 6)
+	if [ -z "$_d" ]; then
+		_bootif=$(cmdline_arg BOOTIF) || _bootif=${BOOTIF:-}
+		if [ -n "$_bootif" ]; then
+			_mac=$(echo "${_bootif#*-}" | bb tr 'A-F-' 'a-f:')
+			for _n in "$NETSYS"/*; do
+				[ "$(bb cat "$_n/address" 2>/dev/null)" = "$_mac" ] && _d=${_n##*/} && break
+			done
+		fi
+	fi
+	[ -z "$_d" ] && _d=${DEVICE:-}
+	if [ -z "$_d" ]; then
+		_first=""
+		for _n in "$NETSYS"/*; do
+			_n=${_n##*/}
+			case $_n in
+			lo | '*') continue ;;
+			esac
+			[ -z "$_first" ] && _first=$_n
+			bb ip link set "$_n" up 2>/dev/null
+		done
+		# Wait briefly for a carrier: the first interface that has one wins.
+		_i=0
+		while [ -z "$_d" ] && [ -n "$_first" ] && [ "$_i" -lt 30 ]; do
+			for _n in "$NETSYS"/*; do
+				_n=${_n##*/}
+				[ "$_n" = lo ] && continue
+				[ "$(bb cat "$NETSYS/$_n/carrier" 2>/dev/null)" = 1 ] && _d=$_n && break
+			done
+			[ -z "$_d" ] && bb usleep 100000
+			_i=$((_i + 1))
+		done
+		[ -z "$_d" ] && _d=$_first
+	fi
+	echo "$_d"
+}
+
+# klibc ipconfig's first DHCP send on a down link fails and backs off 10 s: bring the link up and wait for it.
+link_up() {
+	bb ip link set "$1" up 2>/dev/null
+	_i=0
+	while [ "$_i" -lt 50 ]; do
+		case $(bb cat "$NETSYS/$1/operstate" 2>/dev/null) in
+		up) return 0 ;;
+		unknown) [ "$(bb cat "$NETSYS/$1/carrier" 2>/dev/null)" = 1 ] && return 0 ;;
+		esac
+		bb usleep 100000
+		_i=$((_i + 1))
+	done
+	return 1
+}
+
+find_ipconfig() {
+	for _c in /bin/ipconfig /usr/lib/klibc/bin/ipconfig /lib/rescue/ipconfig; do
+		[ -x "$_c" ] && echo "$_c" && return 0
+	done
+	command -v ipconfig 2>/dev/null
+}
+
+# Static configuration from an ip= value, with busybox ip when klibc ipconfig is not there.
+static_ip() {
+	_t=$(left)
+	[ "$_t" -gt 0 ] || return 1
+	_ipc=$(find_ipconfig)
+	if [ -n "$_ipc" ]; then
+		bb timeout "$_t" "$_ipc" -t "$_t" "ip=$1" >>"$W/net.log" 2>&1 && return 0
+	fi
+	_c=$(ip_field "$1" 1)
+	_g=$(ip_field "$1" 3)
+	_m=$(ip_field "$1" 4)
+	_dev=$(ip_field "$1" 6)
+	[ -n "$_dev" ] || _dev=$NET_DEVICE
+	[ -n "$_dev" ] && [ -n "$_c" ] || return 1
+	bb ip link set "$_dev" up
+	if [ -n "$_m" ]; then
+		bb ifconfig "$_dev" "$_c" netmask "$_m" up || return 1
+	else
+		bb ip addr add "$_c/24" dev "$_dev" || return 1
+	fi
+	[ -n "$_g" ] && bb ip route add default via "$_g" dev "$_dev"
+	printf 'DEVICE=%s\nIPV4ADDR=%s\nIPV4NETMASK=%s\nIPV4GATEWAY=%s\n' "$_dev" "$_c" "$_m" "$_g" >"$W/net-$_dev.conf"
+	return 0
+}
+
+dhcp_ipconfig() {
+	_ipc=$(find_ipconfig)
+	[ -n "$_ipc" ] || return 1
+	_t=$(left)
+	[ "$_t" -gt 10 ] && _t=10
+	[ "$_t" -gt 0 ] || return 1
+	bb timeout $((_t + 1)) "$_ipc" -t "$_t" "$1" >>"$W/net.log" 2>&1
+}
+
+# busybox udhcpc configures nothing by itself: it runs this script (see udhcpc_event) for each event.
+dhcp_udhcpc() {
+	_t=$(left)
+	[ "$_t" -gt 0 ] || return 1
+	printf '#!/bin/sh\nexec %s %s __udhcpc "$@"\n' "${BB:-/bin/sh}${BB:+ sh}" "$SELF" >"$W/udhcpc.sh"
+	bb chmod 755 "$W/udhcpc.sh"
+	RESCUE_WORKDIR=$W bb timeout "$_t" "${BB:-udhcpc}" ${BB:+udhcpc} -i "$1" -n -q -t 3 -T 1 \
+		-s "$W/udhcpc.sh" >>"$W/net.log" 2>&1
+}
+
+udhcpc_event() {
+	# shellcheck disable=SC2154  # interface, ip, mask, router, subnet come from udhcpc's environment
+	case $1 in
+	deconfig)
+		bb ip addr flush dev "$interface" 2>/dev/null
+		bb ip link set "$interface" up
+		;;
+	bound | renew)
+		bb ip addr flush dev "$interface" 2>/dev/null
+		bb ip addr add "$ip/${mask:-24}" dev "$interface"
+		_gw=""
+		for _r in $router; do
+			_gw=$_r
+			bb ip route add default via "$_r" dev "$interface" && break
+		done
+		printf 'DEVICE=%s\nIPV4ADDR=%s\nIPV4NETMASK=%s\nIPV4GATEWAY=%s\n' \
+			"$interface" "$ip" "${subnet:-}" "$_gw" >"${RESCUE_WORKDIR:-/run/rescue}/net-$interface.conf"
+		;;
+	esac
+	return 0
+}
+
+# Is there an address already? (ipconfig's /run/net-*.conf from the generator or an earlier run)
+existing_net() {
+	for _f in "$P"/run/net-*.conf "$W"/net-*.conf; do
+		[ -f "$_f" ] || continue
+		if bb grep -q '^IPV4ADDR=..*' "$_f"; then
+			echo "$_f"
+			return 0
+		fi
+	done
+	return 1
+}
+
+net_up() {
+	if [ "$RESCUE_IP" = none ]; then
+		NET_METHOD="none (rescue.ip=none: the network is already configured)"
+		return 0
+	fi
+	if _f=$(existing_net); then
+		NET_METHOD="existing $_f"
+		return 0
+	fi
+	NET_DEVICE=$(pick_device)
+	_spec=""
+	if [ -n "$RESCUE_IP" ] && [ "$RESCUE_IP" != dhcp ]; then
+		_spec=$RESCUE_IP
+	elif _ip=$(cmdline_arg ip) && ip_is_static "$_ip"; then
+		_spec=$_ip
+	fi
+	if [ -n "$_spec" ]; then
+		say "network: static $_spec"
+		if static_ip "$_spec"; then
+			NET_METHOD="static $_spec"
+			return 0
+		fi
+	fi
+	if [ -n "$NET_DEVICE" ]; then
+		say "network: dhcp on $NET_DEVICE"
+		link_up "$NET_DEVICE" || say "network: $NET_DEVICE has no link yet"
+		if dhcp_ipconfig "$NET_DEVICE" && existing_net >/dev/null; then
+			NET_METHOD="ipconfig $NET_DEVICE"
+			return 0
+		fi
+		if dhcp_udhcpc "$NET_DEVICE" && existing_net >/dev/null; then
+			NET_METHOD="udhcpc $NET_DEVICE"
+			return 0
+		fi
+	fi
+	# initramfs-tools' own function understands every ip=/BOOTIF/DEVICE form, but waits up to 180 s for a device
+	# and retries with growing timeouts: last, and bounded.
+	_t=$(left)
+	if [ -r "$P/scripts/functions" ] && [ "$_t" -gt 1 ]; then
+		bb timeout "$_t" /bin/sh -c ". $P/scripts/functions && configure_networking" >>"$W/net.log" 2>&1
+		if existing_net >/dev/null; then
+			NET_METHOD="configure_networking"
+			return 0
+		fi
+	fi
+	NET_METHOD="failed"
+	return 1
+}
+
+write_network() {
+	{
+		echo "method=$NET_METHOD"
+		echo "device=$NET_DEVICE"
+		for _f in "$P"/run/net-*.conf "$W"/net-*.conf; do
+			[ -f "$_f" ] || continue
+			echo "--- $_f"
+			bb cat "$_f"
+		done
+		echo "--- ip addr"
+		bb ip addr 2>&1
+		echo "--- ip route"
+		bb ip route 2>&1
+		if [ -s "$W/net.log" ]; then
+			echo "--- log"
+			bb cat "$W/net.log"
+		fi
+	} >"$B/network.txt" 2>&1
+}
+
+# --- module check ---------------------------------------------------------------------------------------
+
+# A regex for a module's file name: the kernel treats '-' and '_' alike.
+mod_re() {
+	echo "$1" | bb sed -e 's/[.]/[.]/g' -e 's/[-_]/[-_]/g'
+}
+
+mod_norm() {
+	echo "$1" | bb tr '-' '_'
+}
+
+# The module's path relative to the modules dir, from modules.dep; status 1 when not there.
+mod_path() {
+	_p=$(bb grep -E "(^|/)$(mod_re "$1")[.]ko(|[.][a-z]+):" "$MODDIR/modules.dep" 2>/dev/null | bb head -n 1)
+	[ -n "$_p" ] || return 1
+	echo "${_p%%:*}"
+}
+
+mod_builtin() {
+	bb grep -qE "(^|/)$(mod_re "$1")[.]ko\$" "$MODDIR/modules.builtin" 2>/dev/null
+}
+
+mod_loaded() {
+	bb grep -q "^$(mod_norm "$1") " "$P/proc/modules" 2>/dev/null
+}
+
+# The module's own modinfo record: depmod on a trimmed image drops what is not there, the .ko remembers.
+ko_info() {
+	_f="$MODDIR/$1"
+	[ -f "$_f" ] || return 0
+	case $_f in
+	*.xz) bb xzcat "$_f" ;;
+	*.gz) bb zcat "$_f" ;;
+	*.zst) command -v zstdcat >/dev/null && zstdcat "$_f" ;;
+	*) bb cat "$_f" ;;
+	esac 2>/dev/null | bb tr '\0' '\n' | bb grep -E "^($2)="
+}
+
+# Module names a module needs (modules.dep, then the .ko's depends=), one per line.
+mod_deps() {
+	_path=$1
+	{
+		bb awk -F: -v p="$_path" '$1 == p { print $2 }' "$MODDIR/modules.dep" 2>/dev/null | bb tr ' ' '\n'
+		ko_info "$_path" depends | bb cut -d= -f2 | bb tr ',' '\n'
+	} | bb sed -e 's#.*/##' -e 's/[.]ko.*//' | bb grep -v '^$' | bb tr '-' '_' | bb awk '!seen[$0]++'
+}
+
+# Soft dependencies (pre: and post:), names or aliases: modules.softdep, the .ko, modules.builtin.modinfo.
+mod_softdeps() {
+	_name=$(mod_norm "$1")
+	{
+		bb awk -v m="$_name" '$1 == "softdep" { n = $2; gsub("-", "_", n); if (n == m) for (i = 3; i <= NF; i++) print $i }' \
+			"$MODDIR/modules.softdep" 2>/dev/null
+		[ -n "$2" ] && ko_info "$2" softdep | bb cut -d= -f2- | bb tr ' ' '\n'
+		bb grep "^${_name}[.]softdep=" "$W/builtin.info" 2>/dev/null | bb cut -d= -f2- | bb tr ' ' '\n'
+	} | bb grep -vE '^(pre:|post:|)$' | bb awk '!seen[$0]++'
+}
+
+# Modules an alias stands for: modules.alias, and modules.builtin.modinfo (built-in aliases live only there).
+alias_providers() {
+	{
+		bb awk -v a="$1" '$1 == "alias" && $2 == a { print $3 }' "$MODDIR/modules.alias" 2>/dev/null
+		bb awk -v a="$1" '{ i = index($0, ".alias="); if (i > 0 && substr($0, i + 7) == a) print substr($0, 1, i - 1) }' \
+			"$W/builtin.info" 2>/dev/null
+	} | bb tr '-' '_' | bb awk '!seen[$0]++'
+}
+
+# Status of one module name: loaded | builtin | available | missing.
+mod_status() {
+	if mod_loaded "$1"; then
+		echo loaded
+	elif mod_builtin "$1"; then
+		echo builtin
+	elif _mp=$(mod_path "$1") && [ -f "$MODDIR/$_mp" ]; then
+		echo available
+	else
+		echo missing
+	fi
+}
+
+rank() {
+	case $1 in
+	loaded) echo 1 ;;
+	builtin) echo 2 ;;
+	available) echo 3 ;;
+	*) echo 4 ;;
+	esac
+}
+
+# The root filesystem type and where it came from.
+root_fstype() {
+	if [ -n "${ROOTFSTYPE:-}" ] && [ "$ROOTFSTYPE" != auto ]; then
+		echo "$ROOTFSTYPE ROOTFSTYPE"
+		return
+	fi
+	if _t=$(cmdline_arg rootfstype) && [ -n "$_t" ]; then
+		echo "$_t cmdline"
+		return
+	fi
+	_root=${ROOT:-}
+	[ -n "$_root" ] || _root=$(cmdline_arg root) || _root=""
+	_root=${_root#block:}
+	if [ -n "$_root" ] && [ -s "$B/blkid.txt" ]; then
+		case $_root in
+		UUID=* | LABEL=* | PARTUUID=* | PARTLABEL=*)
+			_line=$(bb grep -F " ${_root%%=*}=\"${_root#*=}\"" "$B/blkid.txt" | bb head -n 1)
+			;;
+		*) _line=$(bb grep -F "$_root:" "$B/blkid.txt" | bb head -n 1) ;;
+		esac
+		_t=$(echo "$_line" | bb sed -n 's/.* TYPE="\([^"]*\)".*/\1/p')
+		if [ -n "$_t" ]; then
+			echo "$_t blkid"
+			return
+		fi
+	fi
+	if bb grep -q 'TYPE="btrfs"' "$B/blkid.txt" 2>/dev/null; then
+		echo "btrfs signature"
+		return
+	fi
+	echo "unknown none"
+}
+
+# Walk the root filesystem's module closure (modules.dep and softdeps) and write modcheck.txt and
+# modules-dep.txt. busybox modprobe ignores softdeps, so the walk is ours.
+modcheck() {
+	_r=$(root_fstype)
+	_fstype=${_r%% *}
+	_source=${_r#* }
+	_out=$B/modcheck.txt
+	echo "# rescue modcheck 1" >"$_out"
+	echo "fstype $_fstype source=$_source" >>"$_out"
+	: >"$B/modules-dep.txt"
+	_missing=""
+	_crypto=""
+	if [ "$_fstype" = unknown ]; then
+		echo "# the root filesystem type is unknown: no modules checked" >>"$_out"
+	else
+		# A filesystem module may go by an alias (fs-ext3 -> ext4).
+		_rootname=$_fstype
+		if ! mod_builtin "$_fstype" && ! mod_path "$_fstype" >/dev/null && ! mod_loaded "$_fstype"; then
+			_p=$(alias_providers "fs-$_fstype" | bb head -n 1)
+			[ -n "$_p" ] && _rootname=$_p
+		fi
+		# modules.builtin.modinfo is NUL-separated and read for every name: keep its aliases and softdeps as text.
+		bb tr '\0' '\n' <"$MODDIR/modules.builtin.modinfo" 2>/dev/null | bb grep -E '^[^.]+[.](alias|softdep)=' \
+			>"$W/builtin.info"
+		_queue="$_rootname:root:-"
+		_seen=" "
+		while [ -n "$_queue" ]; do
+			_item=${_queue%% *}
+			case $_queue in
+			*" "*) _queue=${_queue#* } ;;
+			*) _queue="" ;;
+			esac
+			_name=${_item%%:*}
+			_rest=${_item#*:}
+			_kind=${_rest%%:*}
+			_parent=${_rest#*:}
+			case $_seen in
+			*" $_name "*) continue ;;
+			esac
+			_seen="$_seen$_name "
+			_provider=""
+			_follow=""
+			if mod_loaded "$_name" || mod_builtin "$_name" || mod_path "$_name" >/dev/null; then
+				_status=$(mod_status "$_name")
+				_follow=$_name
+			else
+				_status=missing
+				for _prov in $(alias_providers "$_name"); do
+					_s=$(mod_status "$_prov")
+					if [ -z "$_provider" ] || [ "$(rank "$_s")" -lt "$(rank "$_status")" ]; then
+						_status=$_s
+						_provider=$_prov
+					fi
+				done
+				[ "$_status" != missing ] && _follow=$_provider
+				case $_name in
+				crypto-*) _crypto="$_crypto ${_name#crypto-}" ;;
+				*) [ "$_kind" = softdep ] && _crypto="$_crypto $_name" ;;
+				esac
+			fi
+			echo "need $_name $_kind $_parent $_status${_provider:+ $_provider}" >>"$_out"
+			[ "$_status" = missing ] && _missing="$_missing${_missing:+,}$_name"
+			[ -n "$_follow" ] || continue
+			_mpath=$(mod_path "$_follow") || _mpath=""
+			if [ -n "$_mpath" ]; then
+				bb awk -F: -v p="$_mpath" '$1 == p' "$MODDIR/modules.dep" >>"$B/modules-dep.txt"
+				_kodeps=$(ko_info "$_mpath" depends | bb cut -d= -f2)
+				echo "# $_mpath depends=$_kodeps" >>"$B/modules-dep.txt"
+			fi
+			bb awk -v m="$(mod_norm "$_follow")" \
+				'$1 == "softdep" { n = $2; gsub("-", "_", n); if (n == m) print }' \
+				"$MODDIR/modules.softdep" >>"$B/modules-dep.txt" 2>/dev/null
+			if [ -n "$_mpath" ]; then
+				for _d in $(mod_deps "$_mpath"); do
+					_queue="$_queue${_queue:+ }$_d:dep:$_follow"
+				done
+			fi
+			for _d in $(mod_softdeps "$_follow" "$_mpath"); do
+				_queue="$_queue${_queue:+ }$_d:softdep:$_follow"
+			done
+		done
+		# btrfs needs crc32c whatever the kernel calls its provider (a library on kernels >= 6.14).
+		case $_fstype in
+		btrfs) _crypto="$_crypto crc32c" ;;
+		esac
+	fi
+	_done=" "
+	for _c in $_crypto; do
+		case $_done in
+		*" $_c "*) continue ;;
+		esac
+		_done="$_done$_c "
+		_drv=$(bb awk -v c="$_c" '
+			$1 == "name" { name = $3 }
+			$1 == "driver" && name == c { print $3; exit }' "$P/proc/crypto" 2>/dev/null)
+		if [ -n "$_drv" ]; then
+			echo "crypto $_c present driver=$_drv" >>"$_out"
+		else
+			echo "crypto $_c absent" >>"$_out"
+		fi
+	done
+	if [ -n "$_missing" ]; then
+		echo "result fail missing=$_missing" >>"$_out"
+	else
+		echo "result ok" >>"$_out"
+	fi
+	while read -r _line; do
+		case $_line in
+		'#'*) ;;
+		*) say "$_line" ;;
+		esac
+	done <"$_out"
+}
+
+# --- collect --------------------------------------------------------------------------------------------
+
+first_line() {
+	bb head -n 1 "$1" 2>/dev/null
+}
+
+detect_generator() {
+	if [ -n "${RESCUE_GENERATOR:-}" ]; then
+		echo "$RESCUE_GENERATOR"
+	elif [ -e "$P/scripts/functions" ]; then
+		echo initramfs-tools
+	elif [ -e "$P/lib/dracut-lib.sh" ] || [ -d "$P/lib/dracut" ]; then
+		echo dracut
+	else
+		echo custom
+	fi
+}
+
+collect() {
+	if [ -n "${RESCUE_DMESG:-}" ]; then
+		bb cat "$RESCUE_DMESG"
+	else
+		bb dmesg -r 2>/dev/null || bb dmesg
+	fi 2>&1 | mask >"$B/dmesg.txt"
+	echo "$CMDLINE" | mask >"$B/cmdline.txt"
+	bb cat "$P/proc/modules" >"$B/modules.txt" 2>&1
+	bb cat "$P/proc/crypto" >"$B/crypto.txt" 2>&1
+	bb cat "$P/proc/filesystems" >"$B/filesystems.txt" 2>&1
+	bb cat "$P/proc/partitions" >"$B/partitions.txt" 2>&1
+	bb cat "$P/proc/mounts" 2>&1 | mask >"$B/mounts.txt"
+	if [ -n "${RESCUE_BLKID:-}" ]; then
+		bb cat "$RESCUE_BLKID"
+	else
+		bb blkid
+	fi >"$B/blkid.txt" 2>&1
+	bb ls -l "$P"/dev/disk/by-* >"$B/disks.txt" 2>&1
+	if [ -d "$MODDIR" ]; then
+		(cd "$MODDIR" && bb find . -name '*.ko*' | bb sed 's#^[.]/##' | bb sort) >"$B/initramfs-modules.txt"
+	else
+		echo "# no $MODDIR" >"$B/initramfs-modules.txt"
+	fi
+	_root=${ROOT:-}
+	[ -n "$_root" ] || _root=$(cmdline_arg root) || _root=""
+	_flags=${ROOTFLAGS:-}
+	[ -n "$_flags" ] || _flags=$(cmdline_arg rootflags) || _flags=""
+	{
+		echo "KERNEL=$KERNEL"
+		echo "HOSTNAME=$HOSTNAME_"
+		echo "BOOT_ID=$BOOT_ID"
+		echo "GENERATOR=$(detect_generator)"
+		echo "ROOT=$_root"
+		echo "ROOTFSTYPE=${ROOTFSTYPE:-}"
+		echo "ROOTFLAGS=$_flags"
+		echo "REASON=$REASON"
+		echo "RESCUE_VERSION=$RESCUE_VERSION"
+	} | mask >"$B/info.txt"
+}
+
+checksums() {
+	(
+		cd "$B" || exit 1
+		bb rm -f SHA256SUMS
+		# shellcheck disable=SC2035  # the bundle's own names: no leading dashes
+		bb sha256sum *.txt >SHA256SUMS.tmp && bb mv SHA256SUMS.tmp SHA256SUMS
+	)
+}
+
+# --- send -----------------------------------------------------------------------------------------------
+
+header_value() {
+	echo "$1" | bb tr ' \t' '__'
+}
+
+send() {
+	_hdr="RESCUE/1 name=bundle host=$(header_value "$HOSTNAME_") kernel=$(header_value "$KERNEL")"
+	_hdr="$_hdr boot=$(header_value "$BOOT_ID")"
+	[ -n "$RESCUE_TOKEN" ] && _hdr="$_hdr token=$(header_value "$RESCUE_TOKEN")"
+	{
+		echo "$_hdr"
+		(cd "$B" && bb tar -cf - dmesg.txt cmdline.txt modules.txt crypto.txt filesystems.txt partitions.txt \
+			mounts.txt blkid.txt disks.txt info.txt initramfs-modules.txt modules-dep.txt network.txt \
+			modcheck.txt SHA256SUMS)
+	} >"$W/payload"
+	_bytes=$(bb wc -c <"$W/payload")
+	_bytes=$((_bytes + 0))
+	_try=0
+	_err=""
+	while :; do
+		_try=$((_try + 1))
+		_t=$(left)
+		if [ "$_t" -le 0 ]; then
+			_err="${_err:-no time left} (after $((_try - 1)) attempts)"
+			break
+		fi
+		# busybox nc half-closes at EOF and waits for the listener to close: bound it.
+		bb timeout "$_t" "${BB:-nc}" ${BB:+nc} -w 3 "$RESCUE_HOST" "$RESCUE_PORT" <"$W/payload" \
+			>/dev/null 2>"$W/nc.err"
+		_rc=$?
+		if [ "$_rc" = 0 ]; then
+			say "sent $_bytes bytes to $RESCUE_HOST:$RESCUE_PORT"
+			echo "$RESCUE_HOST:$RESCUE_PORT $_bytes" >"$W/sent"
+			return 0
+		fi
+		_err=$(bb tail -n 1 "$W/nc.err" 2>/dev/null)
+		[ -n "$_err" ] || _err="nc exit status $_rc"
+		# A listener that is not up yet (or a route still settling): wait a little, then try again.
+		if [ "$(left)" -le 1 ]; then
+			_err="$_err (after $_try attempts)"
+			break
+		fi
+		bb sleep 1
+	done
+	say "send failed: $RESCUE_HOST:$RESCUE_PORT: $_err"
+	return 1
+}
+
+# --- main -----------------------------------------------------------------------------------------------
+
+SELF=$0
+if [ "${1:-}" = __udhcpc ]; then
+	shift
+	udhcpc_event "$@"
+	exit 0
+fi
+
+REASON=${1:-${REASON:-unknown}}
+load_config
+if [ "$(cmdline_arg rescue)" = off ]; then
+	say "disabled (rescue=off)"
+	exit 0
+fi
+DEADLINE=$(($(now) + RESCUE_TIMEOUT))
+
+W=${RESCUE_WORKDIR:-$P/run/rescue}
+B=$W/bundle
+bb mkdir -p "$W" || exit 1
+if [ -f "$W/sent" ]; then
+	say "evidence already sent to $(bb cat "$W/sent") bytes; not sending again"
+	exit 0
+fi
+if ! bb mkdir "$W/lock" 2>/dev/null; then
+	say "another collector is running ($W/lock); not starting a second one"
+	exit 0
+fi
+trap 'bb rm -rf "$W/lock"' EXIT
+trap 'exit 1' INT TERM HUP
+bb rm -rf "$B"
+bb mkdir -p "$B"
+
+KERNEL=$(first_line "$P/proc/sys/kernel/osrelease")
+[ -n "$KERNEL" ] || KERNEL=$(bb uname -r)
+HOSTNAME_=$(first_line "$P/proc/sys/kernel/hostname")
+[ -n "$HOSTNAME_" ] || HOSTNAME_=$(bb hostname 2>/dev/null)
+BOOT_ID=$(first_line "$P/proc/sys/kernel/random/boot_id")
+MODDIR=$P/lib/modules/$KERNEL
+
+say "collecting evidence (reason: $REASON)"
+collect
+modcheck
+if [ -z "$RESCUE_HOST" ]; then
+	NET_METHOD="not attempted (no host configured)"
+	write_network
+	checksums
+	say "send failed: no host configured (set rescue.host= on the kernel command line)"
+	exit 1
+fi
+if ! net_up; then
+	say "network: no address (see network.txt); trying to send anyway"
+fi
+write_network
+checksums
+send
