@@ -14,6 +14,7 @@ from rescue.errors import EXIT_USAGE, RescueError
 # (a callable taking the parsed namespace and returning the exit code).
 COMMAND_MODULES = [
     "rescue.listener",
+    "rescue.hooks",
 ]
 
 

@@ -694,7 +694,7 @@ send() {
 		_rc=$?
 		if [ "$_rc" = 0 ]; then
 			say "sent $_bytes bytes to $RESCUE_HOST:$RESCUE_PORT"
-			echo "$RESCUE_HOST:$RESCUE_PORT $_bytes" >"$W/sent"
+			echo "$RESCUE_HOST:$RESCUE_PORT $_bytes" >"$SENT"
 			return 0
 		fi
 		_err=$(bb tail -n 1 "$W/nc.err" 2>/dev/null)
@@ -730,8 +730,11 @@ DEADLINE=$(($(now) + RESCUE_TIMEOUT))
 W=${RESCUE_WORKDIR:-$P/run/rescue}
 B=$W/bundle
 bb mkdir -p "$W" || exit 1
-if [ -f "$W/sent" ]; then
-	say "evidence already sent to $(bb cat "$W/sent") bytes; not sending again"
+# panic() may run more than once: send once per boot and reason (rescue.always=1 sends before the mount,
+# the panic script after it fails; both are worth having).
+SENT=$W/sent-$(echo "$REASON" | bb tr -c 'A-Za-z0-9_.\n-' '_')
+if [ -f "$SENT" ]; then
+	say "evidence already sent ($REASON) to $(bb cat "$SENT") bytes; not sending again"
 	exit 0
 fi
 if ! bb mkdir "$W/lock" 2>/dev/null; then
