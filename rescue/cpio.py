@@ -99,8 +99,21 @@ def iter_newc(buf: bytes) -> Iterator[CpioEntry]:
 def _header(ino: int, entry: CpioEntry | None, name: bytes, size: int) -> bytes:
     e = entry or CpioEntry(name="", mode=0)
     nlink = 2 if e.is_dir else 1
-    fields = [ino, e.mode, e.uid, e.gid, nlink if entry else 1, e.mtime, size, 0, 0,
-              e.rdevmajor, e.rdevminor, len(name) + 1, 0]  # fmt: skip
+    fields = [
+        ino,
+        e.mode,
+        e.uid,
+        e.gid,
+        nlink if entry else 1,
+        e.mtime,
+        size,
+        0,
+        0,
+        e.rdevmajor,
+        e.rdevminor,
+        len(name) + 1,
+        0,
+    ]
     return b"070701" + b"".join(b"%08X" % f for f in fields)
 
 

@@ -58,7 +58,13 @@ class ModuleDB:
 
     @classmethod
     def parse(
-        cls, *, dep: str = "", softdep: str = "", alias: str = "", builtin: str = "", builtin_modinfo: str = ""
+        cls,
+        *,
+        dep: str = "",
+        softdep: str = "",
+        alias: str = "",
+        builtin: str = "",
+        builtin_modinfo: str = "",
     ) -> ModuleDB:
         db = cls()
         for line in dep.splitlines():

@@ -1,0 +1,567 @@
+"""`rescue listen`: receive what busybox nc sends, store it safely, analyse it.
+
+One asyncio server, one BufferedProtocol per connection (a 128 KiB buffer each keeps 200 senders in a few
+MiB), writes straight to a .partial file while hashing; at EOF it closes its side at once (busybox nc waits
+for the peer to close), then a worker thread fsyncs, renames, extracts tars, verifies and analyses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import hmac
+import ipaddress
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rescue import netinfo, protocol
+from rescue.config import Settings, build_settings, read_config_file
+from rescue.errors import RescueError
+from rescue.report import Reporter, human_size
+from rescue.store import Capture, FileWriter, Store, StoredFile, iso, safe_relpath, verify_sha256sums
+
+BUFFER = 128 * 1024
+FLUSH_AT = 64 * 1024  # write and hash in chunks of at least this much: busybox nc sends 1 KiB at a time
+BACKLOG = 512  # 200 simultaneous senders must not see resets
+SPOOL = "stream.tar"
+
+
+def normalize_peer(host: str) -> str:
+    ip = ipaddress.ip_address(host.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+class Connection(asyncio.BufferedProtocol):
+    def __init__(self, server: ListenServer) -> None:
+        self.server = server
+        self.settings = server.settings
+        self._buf = bytearray(BUFFER)
+        self._fill = 0
+        self.kind: str | None = None  # header, tar, gzip, raw; with a header: "header+tar" etc.
+        self.header: dict[str, str] = {}
+        self.bytes = 0  # body bytes received
+        self.started = time.monotonic()
+        self.last_data = self.started
+        self.capture: Capture | None = None
+        self.sink: FileWriter | None = None
+        self.raw_name: str | None = None
+        self.done = False
+        self.limit_reason: str | None = None
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.result: Capture | None = None  # set by the worker thread that finalises the capture
+
+    # asyncio callbacks ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = normalize_peer(transport.get_extra_info("peername")[0])
+        reason = self.server.admit(self)
+        if reason:
+            self.done = True
+            transport.abort()
+            self.server.reporter.event(
+                "refused", f"refused {self.peer}: {reason}", peer=self.peer, reason=reason
+            )
+            return
+        self.server.reporter.event("connection", None, peer=self.peer)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self._buf)[self._fill :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.done:
+            return
+        self._fill += nbytes
+        self.last_data = time.monotonic()
+        try:
+            if self.kind is None and not self._detect(eof=False):
+                if self._fill == len(self._buf):  # cannot happen with MAX_HEADER < BUFFER; be safe
+                    self._detect(eof=True)
+                return
+            if self._fill >= FLUSH_AT:
+                self._flush()
+        except OSError as e:
+            self._fail_io(e)
+
+    def eof_received(self) -> bool:
+        if not self.done:
+            try:
+                if self.kind is None:
+                    self._detect(eof=True)
+                self._flush()
+            except OSError as e:
+                self._fail_io(e)
+                return False
+            self.finish("complete", None)
+        return False  # close our side now: busybox nc exits only when we do
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.forget(self)
+        if not self.done:
+            with contextlib.suppress(OSError):
+                self._flush()
+            reason = f"connection cut: {exc}" if exc else "connection closed before the end of the stream"
+            self.finish("incomplete", self.limit_reason or reason)
+
+    # the stream ---------------------------------------------------------------------------------
+
+    def _detect(self, *, eof: bool) -> bool:
+        """Decide the stream kind from the buffered prefix; open the capture and its sink."""
+        prefix = bytes(self._buf[: self._fill])
+        kind = protocol.detect_kind(prefix, eof)
+        if kind is None:
+            return False
+        if kind == "header" and not self.header:
+            line, _, rest = prefix.partition(b"\n")
+            try:
+                self.header = protocol.parse_header(line) or {"": ""}
+            except protocol.HeaderError as e:
+                self._reject(str(e))
+                return True
+            problem = self._check_token()
+            if problem:
+                self._reject(problem)
+                return True
+            self._buf[: len(rest)] = rest
+            self._fill = len(rest)
+            if not rest and not eof:
+                return False  # the body has not started yet
+            return self._detect(eof=eof)
+        if self.settings.token and not self.header:
+            self._reject("a token is required: send a 'RESCUE/1 token=...' header line first")
+            return True
+        self.kind = f"header+{kind}" if self.header else kind
+        self.capture = self.server.store.new_capture(self.peer, time.time())
+        if kind == "raw":
+            self.raw_name = self._raw_name(prefix)
+            self.sink = FileWriter(self.capture.path, self.raw_name)
+        else:
+            self.sink = FileWriter(self.capture.path, SPOOL if kind == "tar" else SPOOL + ".gz")
+        return True
+
+    def _raw_name(self, prefix: bytes) -> str:
+        wanted = safe_relpath(self.header.get("name", "")) if self.header.get("name") else None
+        if wanted and "/" not in wanted and wanted != SPOOL:
+            return wanted
+        return "dmesg.txt" if protocol.looks_like_dmesg(prefix) else "stream.bin"
+
+    def _check_token(self) -> str | None:
+        want = self.settings.token
+        if not want:
+            return None
+        got = self.header.get("token", "")
+        if not hmac.compare_digest(got.encode(), want.encode()):
+            return "wrong token" if got else "missing token"
+        return None
+
+    def _flush(self) -> None:
+        if self.sink is None or self._fill == 0:
+            return
+        data = memoryview(self._buf)[: self._fill]
+        room = self.settings.max_bytes - self.bytes
+        if len(data) > room:
+            data = data[:room]
+            self.limit_reason = f"stopped at --max-bytes {human_size(self.settings.max_bytes)}"
+        self.sink.write(data)
+        self.bytes += len(data)
+        self._fill = 0
+        if self.limit_reason:
+            self.finish("incomplete", self.limit_reason)
+
+    def _reject(self, reason: str) -> None:
+        self.capture = self.server.store.new_capture(self.peer, time.time())
+        self.kind = "header" if self.header else "raw"
+        self.finish("rejected", reason)
+
+    def _fail_io(self, e: OSError) -> None:
+        why = "disk full" if e.errno == errno.ENOSPC else f"cannot write: {e.strerror}"
+        self.finish("incomplete", why)
+
+    def finish(self, status: str, reason: str | None) -> None:
+        """Stop receiving (closing the connection if it is still open) and finalise in a worker thread."""
+        if self.done:
+            return
+        self.done = True
+        if self.transport and not self.transport.is_closing() and status != "complete":
+            self.transport.abort()
+        self.server.finalize(self, status, reason)
+
+    def idle_for(self, now: float) -> float:
+        return now - self.last_data
+
+
+class ListenServer:
+    def __init__(self, settings: Settings, reporter: Reporter, cli: dict[str, Any]) -> None:
+        self.settings = settings
+        self._cli = cli  # the flags given on the command line, re-applied over the config file on reload
+        self.reporter = reporter
+        self.store = Store(settings.dir)
+        self.connections: set[Connection] = set()
+        self.pending: set[asyncio.Future[None]] = set()
+        self.stats = {"connections": 0, "bytes": 0, "complete": 0, "incomplete": 0, "rejected": 0}
+        self.started = time.time()
+        self.server: asyncio.Server | None = None
+        self.stopping = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+
+    def admit(self, conn: Connection) -> str | None:
+        if self.server is None or not self.server.is_serving():
+            return "shutting down"
+        if not self.settings.allows(conn.peer):
+            return "address not in --allow"
+        if len(self.connections) >= self.settings.max_connections:
+            return f"too many connections (--max-connections {self.settings.max_connections})"
+        self.connections.add(conn)
+        self.stats["connections"] += 1
+        return None
+
+    def forget(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+
+    def finalize(self, conn: Connection, status: str, reason: str | None) -> None:
+        sink = conn.sink
+        conn.sink = None
+        fut = self.loop.run_in_executor(None, self._finalize_blocking, conn, sink, status, reason)
+        self.pending.add(fut)
+        fut.add_done_callback(lambda f: self._finalized(f, conn))
+
+    def _finalize_blocking(
+        self, conn: Connection, sink: FileWriter | None, status: str, reason: str | None
+    ) -> None:
+        cap = conn.capture
+        if cap is None:  # nothing arrived at all: no capture
+            conn.result = None
+            return
+        files: list[StoredFile] = []
+        skipped: list[dict[str, str]] = []
+        sums = "absent"
+        problems: list[str] = []
+        try:
+            if sink is not None and conn.kind and conn.kind.endswith("raw"):
+                files.append(sink.commit() if status == "complete" else sink.keep_partial())
+            elif sink is not None:
+                status, reason, files, skipped = self._unpack(conn, sink, status, reason)
+            hashes = {f.name: f.sha256 for f in files}
+            if "SHA256SUMS" in hashes:
+                sums, problems = verify_sha256sums(
+                    (cap.path / "SHA256SUMS").read_text(errors="replace"), hashes
+                )
+        except OSError as e:
+            status = "incomplete"
+            reason = "disk full" if e.errno == errno.ENOSPC else f"cannot write: {e.strerror}"
+        cap.manifest.update(
+            ended=iso(time.time()),
+            kind=conn.kind,
+            header={k: v for k, v in conn.header.items() if k not in ("token", "")},
+            stream={"bytes": conn.bytes},
+            files=[f.to_json() for f in files],
+            status=status,
+            reason=reason,
+            sha256sums=sums,
+        )
+        if problems:
+            cap.manifest["sha256sums_problems"] = problems
+        if skipped:
+            cap.manifest["skipped"] = skipped
+        if status != "rejected" and files:
+            cap.manifest["analysis"] = analyze_capture(cap.path)
+        try:
+            cap.write_manifest()
+        except OSError as e:
+            # Disk full even for the manifest: the files are there; say so rather than lose them quietly.
+            cap.manifest["manifest_error"] = e.strerror
+        conn.result = cap
+
+    def _unpack(
+        self, conn: Connection, spool: FileWriter, status: str, reason: str | None
+    ) -> tuple[str, str | None, list[StoredFile], list[dict[str, str]]]:
+        """Extract a tar (or gzip'd tar) spool; keep the spool itself whenever extraction was not whole."""
+        assert conn.capture is not None
+        spool.close()
+        path = spool.partial
+        gz = path.name.startswith(SPOOL + ".gz")
+        if gz and not protocol.gzip_holds_tar(path):
+            if status != "complete":
+                return status, reason, [spool.keep_partial()], []
+            return status, reason, [spool.commit(conn.raw_name or "stream.gz")], []
+        result = protocol.extract_tar(
+            path,
+            conn.capture.path,
+            max_members=self.settings.max_members,
+            legacy_encoding=self.settings.legacy_encoding,
+        )
+        files = result.files
+        if result.error or status != "complete":
+            if status == "complete":
+                status, reason = "incomplete", result.error
+            files.append(spool.keep_partial())  # the wire bytes, for a person to look at
+        else:
+            path.unlink()
+        return status, reason, files, result.skipped
+
+    def _finalized(self, fut: asyncio.Future[None], conn: Connection) -> None:
+        self.pending.discard(fut)
+        if fut.exception():
+            exc = fut.exception()
+            self.reporter.event(
+                "error", f"error finishing a capture from {conn.peer}: {exc}", peer=conn.peer, error=str(exc)
+            )
+            return
+        cap = conn.result
+        if cap is None:
+            return
+        m = cap.manifest
+        self.stats[m["status"]] = self.stats.get(m["status"], 0) + 1
+        self.stats["bytes"] += conn.bytes
+        analysis = m.get("analysis") or {}
+        headline = analysis.get("headline")
+        ids = [f.get("id") for f in analysis.get("findings", [])]
+        self.reporter.end_progress()
+        self.reporter.event(
+            "capture",
+            capture_summary(cap.path, m, self.settings.dir),
+            path=str(cap.path),
+            peer=conn.peer,
+            status=m["status"],
+            reason=m.get("reason"),
+            kind=m.get("kind"),
+            files=[f["name"] for f in m["files"]],
+            bytes=conn.bytes,
+            sha256sums=m.get("sha256sums"),
+            findings=ids,
+            headline=headline,
+        )
+
+    # lifecycle ----------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        self.store.check_writable()
+        for path in self.store.recover():
+            self.reporter.event(
+                "recovered", f"marked {path} incomplete (the listener stopped during it)", path=str(path)
+            )
+        try:
+            self.server = await self.loop.create_server(
+                lambda: Connection(self),
+                self.settings.bind,
+                self.settings.port,
+                backlog=BACKLOG,
+                reuse_address=True,
+            )
+        except OSError as e:
+            where = f"{self.settings.bind}:{self.settings.port}"
+            raise RescueError(
+                f"cannot listen on {where}: {e.strerror or e}",
+                hint="another listener may be running; pick another --port",
+            ) from None
+        port = self.server.sockets[0].getsockname()[1]
+        await self.announce(port)
+        self._install_signals()
+        ticker = asyncio.ensure_future(self._tick())
+        try:
+            await self.stopping.wait()
+            await self._drain()
+        finally:
+            ticker.cancel()
+        self.reporter.event("stopped", "stopped", **self.stats)
+
+    async def announce(self, port: int) -> None:
+        s = self.settings
+        r = self.reporter
+        r.event(
+            "listening",
+            f"rescue listening on {s.bind}:{port}, storing under {s.dir}",
+            bind=s.bind,
+            port=port,
+            dir=str(s.dir),
+        )
+        try:
+            # pyroute2's synchronous API runs its own event loop: keep it off ours.
+            addresses = await self.loop.run_in_executor(None, netinfo.host_addresses, s.bind)
+        except Exception as e:  # netlink can be unavailable in odd containers; the listener still works
+            r.say(f"(cannot list host addresses: {e})")
+            addresses = []
+        if not addresses:
+            return
+        r.say("host addresses: " + ", ".join(map(str, addresses)))
+        best = addresses[0].address
+        r.say(f"\nOn the broken machine's busybox shell, type (host {best}):")
+        for line in netinfo.shell_instructions(best, port, s.token):
+            r.say("  " + line)
+        r.say(f"Machines with the rescue hooks send by themselves (rescue.host={best} rescue.port={port}).")
+
+    def _install_signals(self) -> None:
+        handlers: dict[int, Callable[[], None]] = {
+            signal.SIGTERM: self.stopping.set,
+            signal.SIGINT: self.stopping.set,
+            signal.SIGHUP: self.reload,
+            signal.SIGUSR1: self.status,
+        }
+        for sig, handler in handlers.items():
+            self.loop.add_signal_handler(sig, handler)
+
+    async def _drain(self) -> None:
+        """Stop accepting; let transfers in flight finish until the deadline; mark the rest incomplete."""
+        assert self.server is not None
+        self.server.close()
+        deadline = time.monotonic() + self.settings.drain_timeout
+        if self.connections:
+            self.reporter.say(
+                f"stopping: waiting up to {self.settings.drain_timeout:.0f}s for "
+                f"{len(self.connections)} transfer(s)"
+            )
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.limit_reason = "the listener was stopped during the transfer"
+            conn.finish("incomplete", conn.limit_reason)
+        while self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
+
+    async def _tick(self) -> None:
+        """Once a second: close idle senders, show progress."""
+        while True:
+            await asyncio.sleep(1)
+            now = time.monotonic()
+            active = []
+            for conn in list(self.connections):
+                if conn.done:
+                    continue
+                if conn.idle_for(now) >= self.settings.idle_timeout:
+                    conn.limit_reason = (
+                        f"sender silent for {self.settings.idle_timeout:.0f}s (--idle-timeout)"
+                    )
+                    conn.finish("incomplete", conn.limit_reason)
+                    continue
+                if now - conn.started >= 1 and conn.bytes:
+                    rate = conn.bytes / (now - conn.started)
+                    active.append(f"{conn.peer} {human_size(conn.bytes)} {human_size(rate)}/s")
+                    if self.reporter.json_events:
+                        self.reporter.event(
+                            "progress", None, peer=conn.peer, bytes=conn.bytes, rate=round(rate)
+                        )
+            if active:
+                self.reporter.progress("receiving: " + "; ".join(active))
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file (flags given on the command line still win), reopen the log."""
+        self.reporter.reopen_log()
+        if self.settings.config is None:
+            self.reporter.event("reloaded", "reopened the log (no --config file to re-read)")
+            return
+        try:
+            read_config_file(self.settings.config)  # validate before applying
+            self.settings = build_settings({**self._cli, "config": self.settings.config})
+        except RescueError as e:
+            self.reporter.event("error", f"reload failed, keeping the old settings: {e}", error=str(e))
+            return
+        self.reporter.event(
+            "reloaded",
+            f"reloaded {self.settings.config}",
+            allow=[str(n) for n in self.settings.allow],
+            token=bool(self.settings.token),
+        )
+
+    def status(self) -> None:
+        s = self.stats
+        active = sum(c.bytes for c in self.connections)
+        self.reporter.end_progress()
+        self.reporter.event(
+            "status",
+            f"status: {len(self.connections)} active, {human_size(s['bytes'] + active)} received, captures: "
+            f"{s['complete']} complete, {s['incomplete']} incomplete, {s['rejected']} rejected; "
+            f"up {time.time() - self.started:.0f}s",
+            active=len(self.connections),
+            bytes=s["bytes"] + active,
+            **{k: s[k] for k in ("complete", "incomplete", "rejected")},
+        )
+
+
+def analyze_capture(path: Path) -> dict[str, Any] | None:
+    """The analysis of a finished capture, for its manifest; an analysis failure never loses the capture."""
+    try:
+        from rescue.analyze import analyze_path
+    except ImportError:
+        return None
+    try:
+        report = analyze_path(path)
+        return {**report.to_json(), "headline": report.headline()}
+    except Exception as e:
+        return {"error": f"analysis failed: {e}"}
+
+
+def capture_summary(path: Path, m: dict[str, Any], root: Path) -> str:
+    try:
+        where = path.relative_to(root)
+    except ValueError:
+        where = path
+    total = sum(f["bytes"] for f in m.get("files", []))
+    parts = [f"{where}: {m['status']}", f"{len(m.get('files', []))} file(s), {human_size(total)}"]
+    if m.get("sha256sums") != "absent":
+        parts.append(f"SHA256SUMS {m['sha256sums']}")
+    if m.get("reason"):
+        parts.append(m["reason"])
+    line = "; ".join(parts)
+    headline = (m.get("analysis") or {}).get("headline")
+    return f"{line}\n  -> {headline}" if headline else line
+
+
+# CLI ----------------------------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("listen", help="receive files from a rescue shell (busybox nc) and analyse them")
+    p.add_argument("--bind", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="TCP port (default 3333; 0 picks a free one)")
+    p.add_argument("--dir", help="where captures are stored (default ./captures)")
+    p.add_argument("--token", help="require this token in a 'RESCUE/1 token=...' header line")
+    p.add_argument(
+        "--allow", action="append", default=[], metavar="CIDR", help="accept only these peers (repeatable)"
+    )
+    p.add_argument("--max-bytes", help="most bytes kept per connection (default 4G)")
+    p.add_argument("--max-connections", type=int, help="most simultaneous senders (default 256)")
+    p.add_argument("--idle-timeout", type=float, help="close a sender silent this many seconds (default 60)")
+    p.add_argument(
+        "--drain-timeout", type=float, help="on TERM/INT, wait this long for transfers (default 10)"
+    )
+    p.add_argument("--json", action="store_true", default=None, help="one JSON event per line on stdout")
+    p.add_argument("--log", help="also append human-readable lines to this file (reopened on SIGHUP)")
+    p.add_argument("--config", help="TOML file with token, allow, max_bytes, ... (re-read on SIGHUP)")
+    p.set_defaults(func=cmd_listen)
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    keys = (
+        "bind",
+        "port",
+        "dir",
+        "token",
+        "allow",
+        "max_bytes",
+        "max_connections",
+        "idle_timeout",
+        "drain_timeout",
+        "json",
+        "log",
+        "config",
+    )
+    cli = {k: getattr(args, k) for k in keys}
+    settings = build_settings(cli)
+    if not 0 <= settings.port <= 65535:
+        raise RescueError(f"bad --port {settings.port}")
+    reporter = Reporter(json_events=settings.json, log=settings.log)
+
+    async def main() -> None:
+        await ListenServer(settings, reporter, cli).serve()
+
+    asyncio.run(main())
+    return 0

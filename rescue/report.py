@@ -1,0 +1,60 @@
+"""Where the listener's events go: JSON lines on stdout (--json) or human lines, plus an optional log file."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class Reporter:
+    def __init__(self, *, json_events: bool, log: Path | None) -> None:
+        self.json_events = json_events
+        self.out: TextIO = sys.stdout
+        # With --json, stdout carries only events; the words for people go to stderr.
+        self.human: TextIO = sys.stderr if json_events else sys.stdout
+        self._log_path = log
+        self._log: TextIO | None = None
+        self.reopen_log()
+
+    def reopen_log(self) -> None:
+        """Open (again) the log file; after a rotation on SIGHUP this starts the new file."""
+        if self._log:
+            self._log.close()
+            self._log = None
+        if self._log_path:
+            try:
+                self._log = self._log_path.open("a", buffering=1)
+            except OSError as e:
+                self.say(f"warning: cannot open log {self._log_path}: {e.strerror}")
+
+    def say(self, line: str) -> None:
+        print(line, file=self.human, flush=True)
+        if self._log:
+            self._log.write(time.strftime("%Y-%m-%dT%H:%M:%S ") + line + "\n")
+
+    def event(self, name: str, text: str | None = None, /, **fields: Any) -> None:
+        """One event: a JSON line with --json, and its human text (if any) for people and the log."""
+        if self.json_events:
+            print(json.dumps({"event": name, **fields}, ensure_ascii=False), file=self.out, flush=True)
+        if text is not None:
+            self.say(text)
+
+    def progress(self, text: str) -> None:
+        """A progress line: rewritten in place on a terminal, skipped otherwise (the summary follows)."""
+        if self.human.isatty():
+            print("\r\033[K" + text, end="", file=self.human, flush=True)
+
+    def end_progress(self) -> None:
+        if self.human.isatty():
+            print("\r\033[K", end="", file=self.human, flush=True)

@@ -1,0 +1,248 @@
+"""Capture directories: safe names, partial files that only become visible when complete, manifests.
+
+Layout: ROOT/<peer-ip>/<UTC yyyymmddThhmmssZ>-<seq>/ holding the received files and manifest.json.
+A file is written as NAME.partial and renamed to NAME after one fsync; a capture whose listener died
+keeps its .partial files, and the next start marks it incomplete (see recover()).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import hashlib
+import json
+import os
+import re
+import time
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rescue.errors import RescueError
+
+MANIFEST = "manifest.json"
+PARTIAL = ".partial"
+MAX_COMPONENT_BYTES = 200  # room for the .partial suffix within NAME_MAX (255)
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def utc_stamp(t: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(t))
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def decode_name(raw: bytes, legacy: str = "gbk") -> tuple[str, str]:
+    """Decode a foreign file name: UTF-8, else the legacy encoding, else escape the bytes.
+
+    Returns (name, how) where how is "utf-8", the legacy codec's name, or "escaped".
+    """
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    if legacy:
+        try:
+            name = raw.decode(legacy)
+            # A legacy decode that yields control or unassigned characters explains nothing.
+            if not any(unicodedata.category(c) in ("Cc", "Cn", "Co") for c in name):
+                return name, codecs.lookup(legacy).name
+        except UnicodeDecodeError:
+            pass
+    return raw.decode("ascii", errors="backslashreplace"), "escaped"
+
+
+def safe_relpath(name: str) -> str | None:
+    """A member name made safe to use below a capture directory, or None when it must be rejected.
+
+    Rejects absolute paths and any ".." component; drops "." components; replaces control characters.
+    """
+    if name.startswith("/"):
+        return None
+    parts = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            return None
+        part = _UNSAFE.sub("_", part)
+        while len(part.encode()) > MAX_COMPONENT_BYTES:
+            part = part[:-1]
+        if part == MANIFEST or part.endswith(PARTIAL):
+            part = "_" + part  # never shadow our own bookkeeping
+        parts.append(part)
+    return "/".join(parts) or None
+
+
+@dataclass
+class StoredFile:
+    name: str
+    bytes: int
+    sha256: str
+    encoding: str = "utf-8"  # how the sender's name was decoded
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "bytes": self.bytes, "sha256": self.sha256}
+        if self.encoding != "utf-8":
+            d["name_encoding"] = self.encoding
+        return d
+
+
+class FileWriter:
+    """Write one file as NAME.partial, hashing as it goes; commit() fsyncs once and renames it."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.path = directory / name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.partial = self.path.with_name(self.path.name + PARTIAL)
+        self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        self._hash = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            self._hash.update(view[:n])
+            self.bytes += n
+            view = view[n:]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def commit(self, name: str | None = None) -> StoredFile:
+        """fsync, close and rename to the final name (or keep .partial when name is PARTIAL)."""
+        if self._fd >= 0:
+            os.fsync(self._fd)
+        self.close()
+        if name is not None:
+            self.path = self.path.with_name(name)
+        os.replace(self.partial, self.path)
+        return StoredFile(self.path.name, self.bytes, self._hash.hexdigest())
+
+    def keep_partial(self) -> StoredFile:
+        """Leave the bytes as NAME.partial: received, but not complete."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+        self.close()
+        return StoredFile(self.partial.name, self.bytes, self._hash.hexdigest())
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+@dataclass
+class Capture:
+    path: Path
+    peer: str
+    started: float
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def write_manifest(self, *, durable: bool = True) -> None:
+        """Replace manifest.json atomically; durable also fsyncs the file and the directory."""
+        tmp = self.path / (MANIFEST + PARTIAL)
+        data = json.dumps(self.manifest, indent=2, ensure_ascii=False).encode() + b"\n"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        try:
+            os.write(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path / MANIFEST)
+        if durable:
+            dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._seq = 0
+
+    def check_writable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".rescue-probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise RescueError(f"cannot write to capture directory {self.root}: {e.strerror}") from None
+
+    def new_capture(self, peer: str, started: float) -> Capture:
+        peer_dir = self.root / (safe_relpath(peer.replace("/", "_")) or "unknown")
+        peer_dir.mkdir(parents=True, exist_ok=True)
+        while True:
+            self._seq += 1
+            path = peer_dir / f"{utc_stamp(started)}-{self._seq:04d}"
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue  # a capture of an earlier run in the same second
+            cap = Capture(path, peer, started)
+            cap.manifest = {"version": 1, "peer": peer, "started": iso(started), "status": "receiving"}
+            cap.write_manifest(durable=False)
+            return cap
+
+    def iter_manifests(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        for manifest in sorted(self.root.glob(f"*/*/{MANIFEST}")):
+            try:
+                yield manifest.parent, json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                continue
+
+    def recover(self) -> list[Path]:
+        """Mark captures left "receiving" by a listener that was killed as incomplete; return them."""
+        recovered = []
+        for path, manifest in self.iter_manifests():
+            if manifest.get("status") != "receiving":
+                continue
+            files = []
+            for p in sorted(path.rglob("*")):
+                if p.is_file() and p.name not in (MANIFEST, MANIFEST + PARTIAL):
+                    files.append(_describe(p, path).to_json())
+            manifest.update(
+                status="incomplete", reason="the listener stopped during the transfer", files=files
+            )
+            Capture(path, manifest.get("peer", "?"), 0, manifest).write_manifest()
+            recovered.append(path)
+        return recovered
+
+
+def _describe(path: Path, base: Path) -> StoredFile:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return StoredFile(str(path.relative_to(base)), path.stat().st_size, h.hexdigest())
+
+
+def verify_sha256sums(text: str, files: dict[str, str]) -> tuple[str, list[str]]:
+    """Check a SHA256SUMS member against the stored files' hashes: ("verified"|"mismatch", problems)."""
+    problems = []
+    checked = 0
+    for line in text.splitlines():
+        m = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line.strip())
+        if not m:
+            continue
+        want, name = m.group(1).lower(), safe_relpath(m.group(2)) or m.group(2)
+        got = files.get(name)
+        checked += 1
+        if got is None:
+            problems.append(f"{name}: listed but not received")
+        elif got != want:
+            problems.append(f"{name}: sha256 differs")
+    if checked == 0:
+        return "mismatch", ["SHA256SUMS lists no files"]
+    return ("verified" if not problems else "mismatch"), problems
