@@ -93,8 +93,8 @@ def render(out: Path, flavor: Flavor, config: Config) -> list[Path]:
     files: list[tuple[Path, Path | str, int]] = []  # (relative dest, source file or text, mode)
     if flavor is Flavor.INITRAMFS_TOOLS:
         base = src / "initramfs-tools"
-        for rel in ("hooks/rescue", "scripts/panic/rescue", "scripts/local-premount/rescue"):
-            files.append((Path(rel), base / rel, 0o755))
+        for name in ("hooks/rescue", "scripts/panic/rescue", "scripts/local-premount/rescue"):
+            files.append((Path(name), base / name, 0o755))
         files.append((Path("rescue/collect.sh"), collector, 0o755))
         files.append((Path("rescue/rescue.conf"), config.text(), 0o600))
     else:
@@ -158,7 +158,9 @@ def install(root: Path, flavor: Flavor | None, config: Config, staging: Path) ->
     pairs = [(staging / rel, target / rel) for rel in rendered]
     if flavor is Flavor.DRACUT:
         conf = staging / "dracut.conf"
-        conf.write_text(f'# rescue: always include the {DRACUT_NAME} module\nadd_dracutmodules+=" {DRACUT_NAME} "\n')
+        conf.write_text(
+            f'# rescue: always include the {DRACUT_NAME} module\nadd_dracutmodules+=" {DRACUT_NAME} "\n'
+        )
         pairs.append((conf, root / DRACUT_CONF))
     for _src, dest in pairs:
         rel = str(dest.relative_to(root))
@@ -234,7 +236,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
     if args.update:
         update_images(Flavor(manifest["flavor"]), args.kver)
     else:
-        print(f"the hooks take effect with the next image build (e.g. rescue hooks install --update --kver {args.kver})")
+        print(f"the hooks take effect with the next initramfs build (update-initramfs -u -k {args.kver})")
     return 0
 
 
