@@ -44,6 +44,9 @@ class Listener:
                 "--dir", str(directory), "--json", *extra]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.events: list[dict[str, Any]] = []
+        # Read the pipe's fd directly: a buffered readline() can swallow several events at once, and
+        # select() would then wait for bytes that already arrived.
+        self._pending = b""
         first = self.next_event(timeout=20)
         assert first["event"] == "listening", first
         self.port: int = first["port"]
@@ -55,16 +58,18 @@ class Listener:
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout
-        while True:
+        while b"\n" not in self._pending:
             left = deadline - time.monotonic()
             if left <= 0 or not sel.select(left):
                 raise TimeoutError(f"no event from the listener in {timeout}s; stderr: {self.stderr_now()}")
-            line = self.proc.stdout.readline()
-            if not line:
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
                 raise EOFError(f"listener exited ({self.proc.poll()}); stderr: {self.stderr_now()}")
-            event: dict[str, Any] = json.loads(line)
-            self.events.append(event)
-            return event
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        event: dict[str, Any] = json.loads(line)
+        self.events.append(event)
+        return event
 
     def wait_for(self, kind: str, timeout: float = 30) -> dict[str, Any]:
         """The next event of this kind (events of other kinds are kept in self.events)."""

@@ -72,7 +72,9 @@ def test_btrfs_without_libcrc32c_names_it(busybox: str, tmp_path: Path) -> None:
 
 
 def test_loaded_modules_come_from_proc_modules(busybox: str, tmp_path: Path) -> None:
-    fake = build(tmp_path, proc_modules="btrfs 1675264 0 - Live 0x0000000000000000\nxor 24576 1 btrfs, Live 0x0\n")
+    fake = build(
+        tmp_path, proc_modules="btrfs 1675264 0 - Live 0x0000000000000000\nxor 24576 1 btrfs, Live 0x0\n"
+    )
     run_collector(busybox, fake, "test")
     lines = modcheck(fake)
     assert "need btrfs root - loaded" in lines
@@ -96,7 +98,7 @@ def test_missing_filesystem_module(busybox: str, tmp_path: Path) -> None:
         ({}, "root=/dev/vda rootfstype=btrfs", None, "fstype btrfs source=cmdline"),
         ({"ROOT": "/dev/vda"}, "quiet", None, "fstype btrfs source=blkid"),
         ({}, "root=LABEL=nosuch", None, "fstype btrfs source=signature"),
-        ({}, "root=/dev/vdb", "/dev/vdb: UUID=\"x\" TYPE=\"ext4\"\n", "fstype ext4 source=blkid"),
+        ({}, "root=/dev/vdb", '/dev/vdb: UUID="x" TYPE="ext4"\n', "fstype ext4 source=blkid"),
         ({}, "root=/dev/vdb", "", "fstype unknown source=none"),
     ],
 )
@@ -115,7 +117,9 @@ def test_root_fstype_sources(
 
 
 def test_bundle_members_checksums_and_masking(busybox: str, tmp_path: Path) -> None:
-    fake = build(tmp_path, cmdline="console=ttyS0 root=cifs://admin:pa55word@nas/root rescue.token=s3cr3t-tok")
+    fake = build(
+        tmp_path, cmdline="console=ttyS0 root=cifs://admin:pa55word@nas/root rescue.token=s3cr3t-tok"
+    )
     (fake.path / "etc" / "rescue.conf").write_text("RESCUE_TOKEN=s3cr3t-tok\n")
     run_collector(busybox, fake, "panic", ROOT="cifs://admin:pa55word@nas/root")
     names = {p.name for p in fake.bundle.iterdir()}
@@ -178,4 +182,3 @@ def test_send_gives_up_at_the_deadline_when_the_peer_never_closes(busybox: str, 
     assert proc.returncode == 1
     assert f"rescue: send failed: 127.0.0.1:{port}" in proc.stdout
     assert not list((fake.path / "run" / "rescue").glob("sent-*"))
-
