@@ -93,10 +93,8 @@ def build(
     drop: Iterable[str] = (),
     cmdline: str = "console=ttyS0 root=UUID={uuid} rescue.token=s3cr3t-tok rd.iscsi.password=hunter2",
     proc_modules: str = "",
-    env_fstype: bool = False,
 ) -> FakeRoot:
     """A fake root whose modules tree holds `roots` and their closure, minus `drop`."""
-    del env_fstype
     root = base / "root"
     moddir = root / "lib" / "modules" / KVER
     moddir.mkdir(parents=True)

@@ -13,9 +13,9 @@ from tests.collector_root import HOST_MODDIR, FakeRoot, build, run_collector
 from tests.conftest import require
 
 MEMBERS = {
-    "dmesg.txt", "cmdline.txt", "modules.txt", "crypto.txt", "filesystems.txt", "partitions.txt", "mounts.txt",
-    "blkid.txt", "disks.txt", "info.txt", "initramfs-modules.txt", "modules-dep.txt", "network.txt",
-    "modcheck.txt", "SHA256SUMS",
+    "dmesg.txt", "cmdline.txt", "modules.txt", "crypto.txt", "filesystems.txt", "partitions.txt",
+    "mounts.txt", "blkid.txt", "disks.txt", "info.txt", "initramfs-modules.txt", "modules-dep.txt",
+    "network.txt", "modcheck.txt", "SHA256SUMS",
 }  # fmt: skip
 
 
@@ -117,11 +117,10 @@ def test_root_fstype_sources(
 
 
 def test_bundle_members_checksums_and_masking(busybox: str, tmp_path: Path) -> None:
-    fake = build(
-        tmp_path, cmdline="console=ttyS0 root=cifs://admin:pa55word@nas/root rescue.token=s3cr3t-tok"
-    )
+    cifs = "cifs://admin:pa55word@nas/root"
+    fake = build(tmp_path, cmdline=f"console=ttyS0 root={cifs} rescue.token=s3cr3t-tok")
     (fake.path / "etc" / "rescue.conf").write_text("RESCUE_TOKEN=s3cr3t-tok\n")
-    run_collector(busybox, fake, "panic", ROOT="cifs://admin:pa55word@nas/root")
+    run_collector(busybox, fake, "panic", ROOT=cifs)
     names = {p.name for p in fake.bundle.iterdir()}
     assert names == MEMBERS
     sums = {}
