@@ -106,21 +106,33 @@ def build(
         shutil.copy2(HOST_MODDIR / name, moddir / name)
     subprocess.run(["depmod", "-b", str(root), KVER], check=True, capture_output=True)
 
+    return add_fixtures(root, base, cmdline=cmdline, proc_modules=proc_modules)
+
+
+def add_fixtures(
+    root: Path,
+    base: Path,
+    *,
+    cmdline: str = "console=ttyS0 root=UUID={uuid}",
+    proc_modules: str = "",
+    kver: str = KVER,
+) -> FakeRoot:
+    """Fixture /proc, /dev/disk, dmesg and blkid for a root (a fake one, or an unpacked real image)."""
     proc = root / "proc"
-    (proc / "sys" / "kernel" / "random").mkdir(parents=True)
+    (proc / "sys" / "kernel" / "random").mkdir(parents=True, exist_ok=True)
     (proc / "cmdline").write_text(cmdline.format(uuid=BTRFS_UUID) + "\n")
     (proc / "modules").write_text(proc_modules)
     (proc / "crypto").write_text(CRYPTO)
     (proc / "filesystems").write_text("nodev\tsysfs\nnodev\tproc\nnodev\ttmpfs\n\text4\n")
     (proc / "partitions").write_text("major minor  #blocks  name\n\n 254        0     131072 vda\n")
     (proc / "mounts").write_text("rootfs / rootfs rw 0 0\nproc /proc proc rw 0 0\n")
-    (proc / "sys" / "kernel" / "osrelease").write_text(KVER + "\n")
+    (proc / "sys" / "kernel" / "osrelease").write_text(kver + "\n")
     (proc / "sys" / "kernel" / "hostname").write_text("broken host\n")
     (proc / "sys" / "kernel" / "random" / "boot_id").write_text("1b4e28ba-2fa1-11d2-883f-0016d3cca427\n")
-    (root / "dev" / "disk" / "by-uuid").mkdir(parents=True)
+    (root / "dev" / "disk" / "by-uuid").mkdir(parents=True, exist_ok=True)
     os.symlink("../../vda", root / "dev" / "disk" / "by-uuid" / BTRFS_UUID)
-    (root / "run").mkdir()
-    (root / "etc").mkdir()
+    (root / "run").mkdir(exist_ok=True)
+    (root / "etc").mkdir(exist_ok=True)
 
     dmesg = base / "dmesg.fixture"
     dmesg.write_text(DMESG)
@@ -130,11 +142,11 @@ def build(
 
 
 def run_collector(
-    busybox: str, fake: FakeRoot, *args: str, timeout: float = 60, **env: str
+    busybox: str, fake: FakeRoot, *args: str, timeout: float = 60, collector: Path = COLLECTOR, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """The collector under busybox-static's ash, as the initramfs runs it."""
+    """The collector (by default the checkout's) under busybox-static's ash, as the initramfs runs it."""
     return subprocess.run(
-        [busybox, "ash", str(COLLECTOR), *args],
+        [busybox, "ash", str(collector), *args],
         env=fake.env(**env),
         capture_output=True,
         text=True,
