@@ -1,5 +1,6 @@
 """Real images with the hooks: `mkinitramfs -d CONFDIR` and `dracut --no-hostonly`, looked at with
-lsinitramfs, unpacked, and their own collector run against their own module tree (the image's depmod output)."""
+lsinitramfs, unpacked, and their own collector run against their own module tree (the image's depmod
+output)."""
 
 from __future__ import annotations
 
