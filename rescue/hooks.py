@@ -167,11 +167,16 @@ def install(root: Path, flavor: Flavor | None, config: Config, staging: Path) ->
         if dest.exists() and rel not in ours:
             raise RescueError(f"{dest}: exists and was not installed by rescue", hint="move it away first")
     created_dirs: list[str] = list(previous.get("dirs", [])) if previous else []
+
+    def note_new_dirs(rel: Path) -> None:
+        for parent in reversed(rel.parents[:-1]):
+            if not (root / parent).exists() and str(parent) not in created_dirs:
+                created_dirs.append(str(parent))
+
+    note_new_dirs(MANIFEST)
     files: list[dict[str, str]] = []
     for src, dest in pairs:
-        for parent in reversed(dest.relative_to(root).parents[:-1]):
-            if not (root / parent).exists():
-                created_dirs.append(str(parent))
+        note_new_dirs(dest.relative_to(root))
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
         dest.chmod(src.stat().st_mode & 0o777)
@@ -190,7 +195,7 @@ def uninstall(root: Path) -> dict[str, Any]:
     for entry in manifest["files"]:
         (root / entry["path"]).unlink(missing_ok=True)
     (root / MANIFEST).unlink()
-    for rel in sorted([*manifest.get("dirs", []), str(MANIFEST.parent)], key=len, reverse=True):
+    for rel in sorted(manifest.get("dirs", []), key=len, reverse=True):
         path = root / rel
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()
