@@ -70,8 +70,10 @@ def build_initramfs_tools_image(
     token: str | None = None,
     modules: str = "most",
     drop_modules: Sequence[str] = (),
+    hooks: bool = True,
 ) -> Path:
-    """A real `mkinitramfs -d CONFDIR -o OUT KVER` with the rescue hooks rendered into a temp confdir."""
+    """A real `mkinitramfs -d CONFDIR -o OUT KVER` with the rescue hooks rendered into a temp confdir
+    (hooks=False builds the same image without them, to measure what they add)."""
     mkinitramfs = _need("mkinitramfs", "initramfs-tools")
     _check_kernel(kver)
     if modules not in ("most", "dep", "netboot", "list"):
@@ -91,7 +93,8 @@ def build_initramfs_tools_image(
         conf_d.mkdir(exist_ok=True)
         # conf.d is read after initramfs.conf: these win over the system's settings.
         (conf_d / "zz-rescue-image").write_text(f"MODULES={modules}\nBUSYBOX=y\n")
-        render(confdir, Flavor.INITRAMFS_TOOLS, Config(host=host, port=port, token=token))
+        if hooks:
+            render(confdir, Flavor.INITRAMFS_TOOLS, Config(host=host, port=port, token=token))
         if names:
             hooks = confdir / "hooks"
             others = sorted(p.name for p in hooks.iterdir() if p.is_file())
