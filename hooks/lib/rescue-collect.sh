@@ -359,32 +359,12 @@ write_network() {
 }
 
 # --- module check ---------------------------------------------------------------------------------------
+# One awk program walks the closure (each process costs milliseconds under qemu TCG, so no per-module greps).
+# busybox modprobe ignores softdeps, so the walk is ours: modules.dep and modules.softdep, aliases from
+# modules.alias and modules.builtin.modinfo (built-in aliases live only there), /proc/modules, the files that
+# are really in the image, and each .ko's own depends= (depmod on a trimmed image forgets what is not there).
 
-# A regex for a module's file name: the kernel treats '-' and '_' alike.
-mod_re() {
-	echo "$1" | bb sed -e 's/[.]/[.]/g' -e 's/[-_]/[-_]/g'
-}
-
-mod_norm() {
-	echo "$1" | bb tr '-' '_'
-}
-
-# The module's path relative to the modules dir, from modules.dep; status 1 when not there.
-mod_path() {
-	_p=$(bb grep -E "(^|/)$(mod_re "$1")[.]ko(|[.][a-z]+):" "$MODDIR/modules.dep" 2>/dev/null | bb head -n 1)
-	[ -n "$_p" ] || return 1
-	echo "${_p%%:*}"
-}
-
-mod_builtin() {
-	bb grep -qE "(^|/)$(mod_re "$1")[.]ko\$" "$MODDIR/modules.builtin" 2>/dev/null
-}
-
-mod_loaded() {
-	bb grep -q "^$(mod_norm "$1") " "$P/proc/modules" 2>/dev/null
-}
-
-# The module's own modinfo record: depmod on a trimmed image drops what is not there, the .ko remembers.
+# The module's own modinfo record for KEY (depends, softdep, ...): the .ko remembers what depmod dropped.
 ko_info() {
 	_f="$MODDIR/$1"
 	[ -f "$_f" ] || return 0
@@ -393,58 +373,107 @@ ko_info() {
 	*.gz) bb zcat "$_f" ;;
 	*.zst) command -v zstdcat >/dev/null && zstdcat "$_f" ;;
 	*) bb cat "$_f" ;;
-	esac 2>/dev/null | bb tr '\0' '\n' | bb grep -E "^($2)="
+	esac 2>/dev/null | bb tr '\0' '\n' | bb sed -n "s/^$2=//p"
 }
 
-# Module names a module needs (modules.dep, then the .ko's depends=), one per line.
-mod_deps() {
-	_path=$1
-	{
-		bb awk -F: -v p="$_path" '$1 == p { print $2 }' "$MODDIR/modules.dep" 2>/dev/null | bb tr ' ' '\n'
-		ko_info "$_path" depends | bb cut -d= -f2 | bb tr ',' '\n'
-	} | bb sed -e 's#.*/##' -e 's/[.]ko.*//' | bb grep -v '^$' | bb tr '-' '_' | bb awk '!seen[$0]++'
-}
-
-# Soft dependencies (pre: and post:), names or aliases: modules.softdep, the .ko, modules.builtin.modinfo.
-mod_softdeps() {
-	_name=$(mod_norm "$1")
-	{
-		bb awk -v m="$_name" '$1 == "softdep" { n = $2; gsub("-", "_", n); if (n == m) for (i = 3; i <= NF; i++) print $i }' \
-			"$MODDIR/modules.softdep" 2>/dev/null
-		[ -n "$2" ] && ko_info "$2" softdep | bb cut -d= -f2- | bb tr ' ' '\n'
-		bb grep "^${_name}[.]softdep=" "$W/builtin.info" 2>/dev/null | bb cut -d= -f2- | bb tr ' ' '\n'
-	} | bb grep -vE '^(pre:|post:|)$' | bb awk '!seen[$0]++'
-}
-
-# Modules an alias stands for: modules.alias, and modules.builtin.modinfo (built-in aliases live only there).
-alias_providers() {
-	{
-		bb awk -v a="$1" '$1 == "alias" && $2 == a { print $3 }' "$MODDIR/modules.alias" 2>/dev/null
-		bb awk -v a="$1" '{ i = index($0, ".alias="); if (i > 0 && substr($0, i + 7) == a) print substr($0, 1, i - 1) }' \
-			"$W/builtin.info" 2>/dev/null
-	} | bb tr '-' '_' | bb awk '!seen[$0]++'
-}
-
-# Status of one module name: loaded | builtin | available | missing.
-mod_status() {
-	if mod_loaded "$1"; then
-		echo loaded
-	elif mod_builtin "$1"; then
-		echo builtin
-	elif _mp=$(mod_path "$1") && [ -f "$MODDIR/$_mp" ]; then
-		echo available
+# An input file for the walk, or an empty stand-in (awk stops at a file it cannot open).
+walk_input() {
+	if [ -r "$1" ]; then
+		echo "$1"
 	else
-		echo missing
+		: >"$W/empty.$2"
+		echo "$W/empty.$2"
 	fi
 }
 
-rank() {
-	case $1 in
-	loaded) echo 1 ;;
-	builtin) echo 2 ;;
-	available) echo 3 ;;
-	*) echo 4 ;;
-	esac
+walk_modules() {
+	bb awk -v ROOTFS="$1" -v FSTYPE="$2" -v SOURCE="$3" -v OUT="$W/modcheck.new" -v DEPOUT="$W/modules-dep.new" \
+		-v FOLLOW="$W/follow" -v DEP="$4" -v SOFT="$5" -v ALIAS="$6" -v BUILTIN="$7" -v BINFO="$8" \
+		-v LOADED="$9" -v FILES="${10}" -v KODEPS="${11}" -v CRYPTO="${12}" '
+function norm(s) { gsub("-", "_", s); return s }
+function base(p, b) { b = p; sub(/.*\//, "", b); sub(/[.]ko.*$/, "", b); return norm(b) }
+function known(m) { return (m in loaded) || (m in builtin) || (m in path) }
+function status(m) {
+	if (m in loaded) return "loaded"
+	if (m in builtin) return "builtin"
+	if ((m in path) && (path[m] in have)) return "available"
+	return "missing"
+}
+function rank(s) { return s == "loaded" ? 1 : s == "builtin" ? 2 : s == "available" ? 3 : 4 }
+function glob2re(g, r) { r = g; gsub(/[.]/, "[.]", r); gsub(/[*]/, ".*", r); gsub(/[?]/, ".", r); return "^" r "$" }
+function providers(a, r, i) {
+	if (a in exact) return exact[a]
+	r = ""
+	for (i = 1; i <= nw; i++) if (a ~ glob2re(wild[i])) r = r " " wildm[i]
+	return r
+}
+function add(name, kind, parent) { qn++; q[qn] = name; qk[qn] = kind; qp[qn] = parent }
+function addcrypto(c) { if (!(c in cseen)) { cseen[c] = 1; cn++; clist[cn] = c } }
+FILENAME == DEP { i = index($0, ":"); if (i == 0) next; p = substr($0, 1, i - 1); m = base(p)
+	path[m] = p; deps[m] = substr($0, i + 1); depline[m] = $0; next }
+FILENAME == SOFT { if ($1 == "softdep") { m = norm($2); softline[m] = softline[m] $0 "\n"
+	for (i = 3; i <= NF; i++) if ($i != "pre:" && $i != "post:") soft[m] = soft[m] " " $i }; next }
+FILENAME == ALIAS { if ($1 == "alias" && NF == 3) { if ($2 ~ /[*?[]/) { nw++; wild[nw] = $2; wildm[nw] = norm($3) }
+	else exact[$2] = exact[$2] " " norm($3) }; next }
+FILENAME == BUILTIN { if ($0 != "") builtin[base($0)] = 1; next }
+FILENAME == BINFO { i = index($0, "."); m = norm(substr($0, 1, i - 1)); rest = substr($0, i + 1)
+	if (rest ~ /^alias=/) { a = substr(rest, 7); exact[a] = exact[a] " " m }
+	else if (rest ~ /^softdep=/) { softline[m] = softline[m] "# built-in " $0 "\n"; n = split(substr(rest, 9), w, " ")
+		for (j = 1; j <= n; j++) if (w[j] != "pre:" && w[j] != "post:") soft[m] = soft[m] " " w[j] }
+	next }
+FILENAME == LOADED { loaded[norm($1)] = 1; next }
+FILENAME == FILES { have[$0] = 1; next }
+FILENAME == KODEPS { kod[$1] = $2; next }
+FILENAME == CRYPTO { if ($1 == "name") cname = $3; else if ($1 == "driver" && !(cname in cdrv)) cdrv[cname] = $3; next }
+END {
+	printf "" > DEPOUT
+	printf "" > FOLLOW
+	print "# rescue modcheck 1" > OUT
+	print "fstype " FSTYPE " source=" SOURCE > OUT
+	if (ROOTFS == "") {
+		print "# the root filesystem type is unknown: no modules checked" > OUT
+		print "result ok" > OUT
+		exit
+	}
+	root = norm(ROOTFS)
+	if (!known(root)) { n = split(providers("fs-" ROOTFS), w, " "); if (n > 0) root = w[1] }
+	qn = 0; qi = 0; missing = ""
+	add(root, "root", "-")
+	while (qi < qn) {
+		qi++; name = q[qi]
+		if (name in seen) continue
+		seen[name] = 1
+		prov = ""; follow = ""
+		if (known(norm(name))) { st = status(norm(name)); follow = norm(name) }
+		else {
+			st = "missing"; n = split(providers(name), w, " ")
+			for (j = 1; j <= n; j++) { s = status(w[j]); if (prov == "" || rank(s) < rank(st)) { st = s; prov = w[j] } }
+			if (st != "missing") follow = prov
+			if (name ~ /^crypto-/) addcrypto(substr(name, 8)); else if (qk[qi] == "softdep") addcrypto(name)
+		}
+		print "need " name " " qk[qi] " " qp[qi] " " st (prov != "" ? " " prov : "") > OUT
+		if (st == "missing") missing = missing (missing == "" ? "" : ",") name
+		if (follow == "") continue
+		if (follow in path) {
+			p = path[follow]
+			print depline[follow] > DEPOUT
+			if (p in kod) print "# " p " depends=" kod[p] > DEPOUT
+			else if (p in have) print p > FOLLOW
+			n = split(deps[follow], w, " "); for (j = 1; j <= n; j++) add(base(w[j]), "dep", follow)
+			if (p in kod) { n = split(kod[p], w, ","); for (j = 1; j <= n; j++) if (w[j] != "") add(norm(w[j]), "dep", follow) }
+		}
+		if (follow in softline) printf "%s", softline[follow] > DEPOUT
+		n = split(soft[follow], w, " "); for (j = 1; j <= n; j++) add(w[j], "softdep", follow)
+	}
+	# btrfs needs crc32c whatever provides it (a library, not a crypto module, on kernels >= 6.14).
+	if (FSTYPE == "btrfs") addcrypto("crc32c")
+	for (j = 1; j <= cn; j++) {
+		c = clist[j]
+		if (c in cdrv) print "crypto " c " present driver=" cdrv[c] > OUT
+		else print "crypto " c " absent" > OUT
+	}
+	print (missing == "" ? "result ok" : "result fail missing=" missing) > OUT
+}' "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "${11}" "${12}"
 }
 
 # The root filesystem type and where it came from.
@@ -480,118 +509,38 @@ root_fstype() {
 	echo "unknown none"
 }
 
-# Walk the root filesystem's module closure (modules.dep and softdeps) and write modcheck.txt and
-# modules-dep.txt. busybox modprobe ignores softdeps, so the walk is ours.
+# Write modcheck.txt and modules-dep.txt for the root filesystem, and show them on the console.
 modcheck() {
 	_r=$(root_fstype)
 	_fstype=${_r%% *}
 	_source=${_r#* }
-	_out=$B/modcheck.txt
-	echo "# rescue modcheck 1" >"$_out"
-	echo "fstype $_fstype source=$_source" >>"$_out"
-	: >"$B/modules-dep.txt"
-	_missing=""
-	_crypto=""
-	if [ "$_fstype" = unknown ]; then
-		echo "# the root filesystem type is unknown: no modules checked" >>"$_out"
-	else
-		# A filesystem module may go by an alias (fs-ext3 -> ext4).
-		_rootname=$_fstype
-		if ! mod_builtin "$_fstype" && ! mod_path "$_fstype" >/dev/null && ! mod_loaded "$_fstype"; then
-			_p=$(alias_providers "fs-$_fstype" | bb head -n 1)
-			[ -n "$_p" ] && _rootname=$_p
-		fi
-		# modules.builtin.modinfo is NUL-separated and read for every name: keep its aliases and softdeps as text.
-		bb tr '\0' '\n' <"$MODDIR/modules.builtin.modinfo" 2>/dev/null | bb grep -E '^[^.]+[.](alias|softdep)=' \
-			>"$W/builtin.info"
-		_queue="$_rootname:root:-"
-		_seen=" "
-		while [ -n "$_queue" ]; do
-			_item=${_queue%% *}
-			case $_queue in
-			*" "*) _queue=${_queue#* } ;;
-			*) _queue="" ;;
-			esac
-			_name=${_item%%:*}
-			_rest=${_item#*:}
-			_kind=${_rest%%:*}
-			_parent=${_rest#*:}
-			case $_seen in
-			*" $_name "*) continue ;;
-			esac
-			_seen="$_seen$_name "
-			_provider=""
-			_follow=""
-			if mod_loaded "$_name" || mod_builtin "$_name" || mod_path "$_name" >/dev/null; then
-				_status=$(mod_status "$_name")
-				_follow=$_name
-			else
-				_status=missing
-				for _prov in $(alias_providers "$_name"); do
-					_s=$(mod_status "$_prov")
-					if [ -z "$_provider" ] || [ "$(rank "$_s")" -lt "$(rank "$_status")" ]; then
-						_status=$_s
-						_provider=$_prov
-					fi
-				done
-				[ "$_status" != missing ] && _follow=$_provider
-				case $_name in
-				crypto-*) _crypto="$_crypto ${_name#crypto-}" ;;
-				*) [ "$_kind" = softdep ] && _crypto="$_crypto $_name" ;;
-				esac
-			fi
-			echo "need $_name $_kind $_parent $_status${_provider:+ $_provider}" >>"$_out"
-			[ "$_status" = missing ] && _missing="$_missing${_missing:+,}$_name"
-			[ -n "$_follow" ] || continue
-			_mpath=$(mod_path "$_follow") || _mpath=""
-			if [ -n "$_mpath" ]; then
-				bb awk -F: -v p="$_mpath" '$1 == p' "$MODDIR/modules.dep" >>"$B/modules-dep.txt"
-				_kodeps=$(ko_info "$_mpath" depends | bb cut -d= -f2)
-				echo "# $_mpath depends=$_kodeps" >>"$B/modules-dep.txt"
-			fi
-			bb awk -v m="$(mod_norm "$_follow")" \
-				'$1 == "softdep" { n = $2; gsub("-", "_", n); if (n == m) print }' \
-				"$MODDIR/modules.softdep" >>"$B/modules-dep.txt" 2>/dev/null
-			if [ -n "$_mpath" ]; then
-				for _d in $(mod_deps "$_mpath"); do
-					_queue="$_queue${_queue:+ }$_d:dep:$_follow"
-				done
-			fi
-			for _d in $(mod_softdeps "$_follow" "$_mpath"); do
-				_queue="$_queue${_queue:+ }$_d:softdep:$_follow"
-			done
-		done
-		# btrfs needs crc32c whatever the kernel calls its provider (a library on kernels >= 6.14).
-		case $_fstype in
-		btrfs) _crypto="$_crypto crc32c" ;;
-		esac
-	fi
-	_done=" "
-	for _c in $_crypto; do
-		case $_done in
-		*" $_c "*) continue ;;
-		esac
-		_done="$_done$_c "
-		_drv=$(bb awk -v c="$_c" '
-			$1 == "name" { name = $3 }
-			$1 == "driver" && name == c { print $3; exit }' "$P/proc/crypto" 2>/dev/null)
-		if [ -n "$_drv" ]; then
-			echo "crypto $_c present driver=$_drv" >>"$_out"
-		else
-			echo "crypto $_c absent" >>"$_out"
-		fi
+	_rootfs=$_fstype
+	[ "$_fstype" = unknown ] && _rootfs=""
+	bb tr '\0' '\n' <"$MODDIR/modules.builtin.modinfo" 2>/dev/null | bb grep -E '^[^.]+[.](alias|softdep)=' \
+		>"$W/builtin.info"
+	: >"$W/kodeps"
+	_pass=0
+	# Each pass may follow modules whose .ko says more than modules.dep; read those and walk again.
+	while [ "$_pass" -lt 4 ]; do
+		_pass=$((_pass + 1))
+		walk_modules "$_rootfs" "$_fstype" "$_source" "$(walk_input "$MODDIR/modules.dep" dep)" \
+			"$(walk_input "$MODDIR/modules.softdep" softdep)" "$(walk_input "$MODDIR/modules.alias" alias)" \
+			"$(walk_input "$MODDIR/modules.builtin" builtin)" "$W/builtin.info" \
+			"$(walk_input "$P/proc/modules" modules)" "$B/initramfs-modules.txt" "$W/kodeps" \
+			"$(walk_input "$P/proc/crypto" crypto)"
+		[ -s "$W/follow" ] || break
+		while read -r _p; do
+			echo "$_p $(ko_info "$_p" depends)" >>"$W/kodeps"
+		done <"$W/follow"
 	done
-	if [ -n "$_missing" ]; then
-		echo "result fail missing=$_missing" >>"$_out"
-	else
-		echo "result ok" >>"$_out"
-	fi
+	bb mv "$W/modcheck.new" "$B/modcheck.txt"
+	bb mv "$W/modules-dep.new" "$B/modules-dep.txt"
 	while read -r _line; do
 		case $_line in
 		'#'*) ;;
 		*) say "$_line" ;;
 		esac
-	done <"$_out"
+	done <"$B/modcheck.txt"
 }
 
 # --- collect --------------------------------------------------------------------------------------------

@@ -181,3 +181,24 @@ def test_send_gives_up_at_the_deadline_when_the_peer_never_closes(busybox: str, 
     assert proc.returncode == 1
     assert f"rescue: send failed: 127.0.0.1:{port}" in proc.stdout
     assert not list((fake.path / "run" / "rescue").glob("sent-*"))
+
+
+def test_builtin_filesystem_and_builtin_softdeps(busybox: str, tmp_path: Path) -> None:
+    # ext4 is built into this kernel; its softdep on crypto-crc32c lives only in modules.builtin.modinfo.
+    fake = build(tmp_path, roots=["xor"])
+    run_collector(busybox, fake, "test", ROOTFSTYPE="ext4")
+    lines = modcheck(fake)
+    assert lines[1] == "fstype ext4 source=ROOTFSTYPE"
+    assert "need ext4 root - builtin" in lines
+    assert "need crypto-crc32c softdep ext4 builtin crc32c_generic" in lines
+    assert lines[-1] == "result ok"
+
+
+def test_listed_in_modules_dep_but_file_missing(busybox: str, tmp_path: Path) -> None:
+    # A hand-built image that copied the kernel's modules.dep but not every .ko: the file decides.
+    fake = build(tmp_path)
+    (fake.path / "lib/modules/6.1.0-56-cloud-amd64/kernel/lib/libcrc32c.ko").unlink()
+    run_collector(busybox, fake, "test")
+    lines = modcheck(fake)
+    assert "need libcrc32c dep btrfs missing" in lines
+    assert lines[-1] == "result fail missing=libcrc32c"
