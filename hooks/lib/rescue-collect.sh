@@ -13,7 +13,9 @@
 # rescue.ip= rescue.timeout= rescue=off).
 # For tests and replays: RESCUE_PREFIX (a fake root for /proc, /sys, /lib/modules, /etc, /run, /dev/disk),
 # RESCUE_DMESG / RESCUE_BLKID (files used instead of running dmesg / blkid), RESCUE_SYSNET (instead of
-# $RESCUE_PREFIX/sys/class/net), RESCUE_WORKDIR (instead of $RESCUE_PREFIX/run/rescue).
+# $RESCUE_PREFIX/sys/class/net), RESCUE_RUNDIR (where ipconfig's net-*.conf appear, instead of
+# $RESCUE_PREFIX/run), RESCUE_WORKDIR (instead of $RESCUE_PREFIX/run/rescue), RESCUE_IPCONFIG (the ipconfig
+# binary, or "none").
 
 RESCUE_VERSION=1
 P=${RESCUE_PREFIX:-}
@@ -126,6 +128,7 @@ mask() {
 # --- network --------------------------------------------------------------------------------------------
 
 NETSYS=${RESCUE_SYSNET:-$P/sys/class/net}
+RUNDIR=${RESCUE_RUNDIR:-$P/run}
 NET_METHOD=""
 NET_DEVICE=""
 
@@ -205,6 +208,10 @@ link_up() {
 }
 
 find_ipconfig() {
+	if [ -n "${RESCUE_IPCONFIG:-}" ]; then
+		[ "$RESCUE_IPCONFIG" != none ] && echo "$RESCUE_IPCONFIG"
+		return 0
+	fi
 	for _c in /bin/ipconfig /usr/lib/klibc/bin/ipconfig /lib/rescue/ipconfig; do
 		[ -x "$_c" ] && echo "$_c" && return 0
 	done
@@ -279,7 +286,7 @@ udhcpc_event() {
 
 # Is there an address already? (ipconfig's /run/net-*.conf from the generator or an earlier run)
 existing_net() {
-	for _f in "$P"/run/net-*.conf "$W"/net-*.conf; do
+	for _f in "$RUNDIR"/net-*.conf "$W"/net-*.conf; do
 		[ -f "$_f" ] || continue
 		if bb grep -q '^IPV4ADDR=..*' "$_f"; then
 			echo "$_f"
@@ -327,8 +334,8 @@ net_up() {
 	# initramfs-tools' own function understands every ip=/BOOTIF/DEVICE form, but waits up to 180 s for a device
 	# and retries with growing timeouts: last, and bounded.
 	_t=$(left)
-	if [ -r "$P/scripts/functions" ] && [ "$_t" -gt 1 ]; then
-		bb timeout "$_t" /bin/sh -c ". $P/scripts/functions && configure_networking" >>"$W/net.log" 2>&1
+	if [ -r "$P/scripts/functions" ] && [ -z "$P" ] && [ "$_t" -gt 1 ]; then
+		bb timeout "$_t" /bin/sh -c ". /scripts/functions && configure_networking" >>"$W/net.log" 2>&1
 		if existing_net >/dev/null; then
 			NET_METHOD="configure_networking"
 			return 0
@@ -342,7 +349,7 @@ write_network() {
 	{
 		echo "method=$NET_METHOD"
 		echo "device=$NET_DEVICE"
-		for _f in "$P"/run/net-*.conf "$W"/net-*.conf; do
+		for _f in "$RUNDIR"/net-*.conf "$W"/net-*.conf; do
 			[ -f "$_f" ] || continue
 			echo "--- $_f"
 			bb cat "$_f"
