@@ -697,8 +697,9 @@ if ! bb mkdir "$W/lock" 2>/dev/null; then
 	say "another collector is running ($W/lock); not starting a second one"
 	exit 0
 fi
-trap 'bb rm -rf "$W/lock"' EXIT
-trap 'exit 1' INT TERM HUP
+# Numbers, not names: klibc's sh (initramfs-tools with BUSYBOX=n) knows no EXIT.
+trap 'bb rm -rf "$W/lock"' 0
+trap 'exit 1' 1 2 15
 bb rm -rf "$B"
 bb mkdir -p "$B"
 
