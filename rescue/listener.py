@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hmac
 import ipaddress
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -38,6 +39,10 @@ def normalize_peer(host: str) -> str:
     return str(ip)
 
 
+def _io_reason(e: OSError) -> str:
+    return "disk full" if e.errno == errno.ENOSPC else f"cannot write: {e.strerror}"
+
+
 class Connection(asyncio.BufferedProtocol):
     def __init__(self, server: ListenServer) -> None:
         self.server = server
@@ -46,7 +51,8 @@ class Connection(asyncio.BufferedProtocol):
         self._fill = 0
         self.kind: str | None = None  # header, tar, gzip, raw; with a header: "header+tar" etc.
         self.header: dict[str, str] = {}
-        self.bytes = 0  # body bytes received
+        self.received = 0  # bytes off the wire, header included
+        self.bytes = 0  # body bytes stored
         self.started = time.monotonic()
         self.last_data = self.started
         self.capture: Capture | None = None
@@ -81,6 +87,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.done:
             return
         self._fill += nbytes
+        self.received += nbytes
         self.last_data = time.monotonic()
         try:
             if self.kind is None and not self._detect(eof=False):
@@ -93,6 +100,9 @@ class Connection(asyncio.BufferedProtocol):
             self._fail_io(e)
 
     def eof_received(self) -> bool:
+        if self.kind is None and self._fill == 0 and not self.header:
+            self.done = True  # connected and sent nothing (a port probe): nothing to store
+            return False
         if not self.done:
             try:
                 if self.kind is None:
@@ -106,11 +116,13 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
+        if self.kind is None and self._fill == 0 and not self.header:
+            self.done = True
         if not self.done:
             with contextlib.suppress(OSError):
                 self._flush()
             reason = f"connection cut: {exc}" if exc else "connection closed before the end of the stream"
-            self.finish("incomplete", self.limit_reason or reason)
+            self.finish("incomplete", reason)
 
     # the stream ---------------------------------------------------------------------------------
 
@@ -174,7 +186,7 @@ class Connection(asyncio.BufferedProtocol):
         self.sink.write(data)
         self.bytes += len(data)
         self._fill = 0
-        if self.limit_reason:
+        if self.limit_reason and not self.done:
             self.finish("incomplete", self.limit_reason)
 
     def _reject(self, reason: str) -> None:
@@ -183,17 +195,41 @@ class Connection(asyncio.BufferedProtocol):
         self.finish("rejected", reason)
 
     def _fail_io(self, e: OSError) -> None:
-        why = "disk full" if e.errno == errno.ENOSPC else f"cannot write: {e.strerror}"
-        self.finish("incomplete", why)
+        self.finish("incomplete", _io_reason(e))
 
     def finish(self, status: str, reason: str | None) -> None:
         """Stop receiving (closing the connection if it is still open) and finalise in a worker thread."""
         if self.done:
             return
         self.done = True
+        if self.kind is None and self._fill and status != "rejected":
+            # Ended before the kind could be told (a short stream cut, or idle): keep the bytes as they are.
+            try:
+                self._detect(eof=True)
+                self._flush()
+            except OSError as e:
+                status, reason = "incomplete", _io_reason(e)
         if self.transport and not self.transport.is_closing() and status != "complete":
             self.transport.abort()
         self.server.finalize(self, status, reason)
+
+    def checkpoint(self, now: float) -> None:
+        """Once a second: put buffered bytes on disk, so a KILL loses at most about a second of data.
+
+        A short stream that went quiet before its kind could be told is taken as raw (a tar sender
+        writes its first 512-byte header block in one go).
+        """
+        if self.done or not self._fill:
+            return
+        try:
+            if self.kind is None:
+                prefix = bytes(self._buf[: min(self._fill, len(protocol.HEADER_MAGIC))])
+                if now - self.last_data < 1 or protocol.HEADER_MAGIC.startswith(prefix):
+                    return
+                self._detect(eof=True)
+            self._flush()
+        except OSError as e:
+            self._fail_io(e)
 
     def idle_for(self, now: float) -> float:
         return now - self.last_data
@@ -256,8 +292,7 @@ class ListenServer:
                     (cap.path / "SHA256SUMS").read_text(errors="replace"), hashes
                 )
         except OSError as e:
-            status = "incomplete"
-            reason = "disk full" if e.errno == errno.ENOSPC else f"cannot write: {e.strerror}"
+            status, reason = "incomplete", _io_reason(e)
         cap.manifest.update(
             ended=iso(time.time()),
             kind=conn.kind,
@@ -289,7 +324,9 @@ class ListenServer:
         spool.close()
         path = spool.partial
         gz = path.name.startswith(SPOOL + ".gz")
-        if gz and not protocol.gzip_holds_tar(path):
+        if gz and protocol.gzip_holds_tar(path):
+            conn.kind = (conn.kind or "gzip").replace("gzip", "tar.gz")
+        elif gz:
             if status != "complete":
                 return status, reason, [spool.keep_partial()], []
             return status, reason, [spool.commit(conn.raw_name or "stream.gz")], []
@@ -360,12 +397,12 @@ class ListenServer:
         except OSError as e:
             where = f"{self.settings.bind}:{self.settings.port}"
             raise RescueError(
-                f"cannot listen on {where}: {e.strerror or e}",
+                f"cannot listen on {where}: {os.strerror(e.errno) if e.errno else e}",
                 hint="another listener may be running; pick another --port",
             ) from None
         port = self.server.sockets[0].getsockname()[1]
+        self._install_signals()  # before "listening" is said: a HUP right after must find its handler
         await self.announce(port)
-        self._install_signals()
         ticker = asyncio.ensure_future(self._tick())
         try:
             await self.stopping.wait()
@@ -375,29 +412,34 @@ class ListenServer:
         self.reporter.event("stopped", "stopped", **self.stats)
 
     async def announce(self, port: int) -> None:
+        """Say where we listen and what to type on the rescue shell; the JSON event last, once all is said."""
         s = self.settings
         r = self.reporter
-        r.event(
-            "listening",
-            f"rescue listening on {s.bind}:{port}, storing under {s.dir}",
-            bind=s.bind,
-            port=port,
-            dir=str(s.dir),
-        )
+        r.say(f"rescue listening on {s.bind}:{port}, storing under {s.dir}")
         try:
             # pyroute2's synchronous API runs its own event loop: keep it off ours.
             addresses = await self.loop.run_in_executor(None, netinfo.host_addresses, s.bind)
         except Exception as e:  # netlink can be unavailable in odd containers; the listener still works
             r.say(f"(cannot list host addresses: {e})")
-            addresses = []
-        if not addresses:
-            return
-        r.say("host addresses: " + ", ".join(map(str, addresses)))
+            addresses = [netinfo.HostAddress("HOST", 0, "?", False)]
         best = addresses[0].address
+        commands = netinfo.shell_instructions(best, port, token=bool(s.token))
+        r.say("host addresses: " + ", ".join(map(str, addresses)))
         r.say(f"\nOn the broken machine's busybox shell, type (host {best}):")
-        for line in netinfo.shell_instructions(best, port, s.token):
+        for line in commands:
             r.say("  " + line)
+        if s.token:
+            r.say("  (replace TOKEN with the value of --token)")
         r.say(f"Machines with the rescue hooks send by themselves (rescue.host={best} rescue.port={port}).")
+        r.event(
+            "listening",
+            None,
+            bind=s.bind,
+            port=port,
+            dir=str(s.dir),
+            addresses=[a.address for a in addresses],
+            commands=commands,
+        )
 
     def _install_signals(self) -> None:
         handlers: dict[int, Callable[[], None]] = {
@@ -422,8 +464,7 @@ class ListenServer:
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
-            conn.limit_reason = "the listener was stopped during the transfer"
-            conn.finish("incomplete", conn.limit_reason)
+            conn.finish("incomplete", "the listener was stopped during the transfer")
         while self.pending:
             await asyncio.gather(*self.pending, return_exceptions=True)
 
@@ -437,17 +478,16 @@ class ListenServer:
                 if conn.done:
                     continue
                 if conn.idle_for(now) >= self.settings.idle_timeout:
-                    conn.limit_reason = (
-                        f"sender silent for {self.settings.idle_timeout:.0f}s (--idle-timeout)"
-                    )
-                    conn.finish("incomplete", conn.limit_reason)
+                    idle = f"sender silent for {self.settings.idle_timeout:.0f}s (--idle-timeout)"
+                    conn.finish("incomplete", idle)
                     continue
-                if now - conn.started >= 1 and conn.bytes:
-                    rate = conn.bytes / (now - conn.started)
-                    active.append(f"{conn.peer} {human_size(conn.bytes)} {human_size(rate)}/s")
+                conn.checkpoint(now)
+                if now - conn.started >= 1 and conn.received:
+                    rate = conn.received / (now - conn.started)
+                    active.append(f"{conn.peer} {human_size(conn.received)} {human_size(rate)}/s")
                     if self.reporter.json_events:
                         self.reporter.event(
-                            "progress", None, peer=conn.peer, bytes=conn.bytes, rate=round(rate)
+                            "progress", None, peer=conn.peer, bytes=conn.received, rate=round(rate)
                         )
             if active:
                 self.reporter.progress("receiving: " + "; ".join(active))
@@ -473,7 +513,7 @@ class ListenServer:
 
     def status(self) -> None:
         s = self.stats
-        active = sum(c.bytes for c in self.connections)
+        active = sum(c.received for c in self.connections)
         self.reporter.end_progress()
         self.reporter.event(
             "status",

@@ -54,9 +54,12 @@ def host_addresses(bind: str = "0.0.0.0") -> list[HostAddress]:
 _BUNDLE_FILES = "cmdline modules crypto filesystems partitions mounts"
 
 
-def shell_instructions(host: str, port: int, token: str | None = None) -> list[str]:
-    """The exact lines to type on a busybox rescue shell to send dmesg, then a whole bundle."""
-    header = f'echo "RESCUE/1 token={token} name=%s"; ' if token else ""
+def shell_instructions(host: str, port: int, token: bool = False) -> list[str]:
+    """The exact lines to type on a busybox rescue shell to send dmesg, then a whole bundle.
+
+    The token itself is never printed (it would end up in logs): the lines say TOKEN in its place.
+    """
+    header = 'echo "RESCUE/1 token=TOKEN name=%s"; ' if token else ""
     send_dmesg = (
         f"{{ {header % 'dmesg.txt'}cat /tmp/dmesg.txt; }} | nc {host} {port}"
         if token

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,36 +40,51 @@ def busybox() -> str:
 class Listener:
     """A real `rescue listen` process on 127.0.0.1 with an OS-chosen port, read through its --json events."""
 
-    def __init__(self, directory: Path, *extra: str) -> None:
+    def __init__(
+        self, directory: Path, *extra: str, bind: str = "127.0.0.1", wrap: list[str] | None = None
+    ) -> None:
         self.dir = directory
-        argv = [sys.executable, "-m", "rescue", "listen", "--bind", "127.0.0.1", "--port", "0",
-                "--dir", str(directory), "--json", *extra]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        argv = [
+            *(wrap or []),
+            sys.executable,
+            "-m",
+            "rescue",
+            "listen",
+            "--bind",
+            bind,
+            "--port",
+            "0",
+            "--dir",
+            str(directory),
+            "--json",
+            *extra,
+        ]
+        # The human-readable side (stderr with --json) goes to a file: a pipe nobody reads could fill up.
+        self.stderr_path = directory.parent / f"listener-{id(self)}.stderr"
+        self._stderr = self.stderr_path.open("w")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         self.events: list[dict[str, Any]] = []
-        # Read the pipe's fd directly: a buffered readline() can swallow several events at once, and
-        # select() would then wait for bytes that already arrived.
-        self._pending = b""
-        first = self.next_event(timeout=20)
-        assert first["event"] == "listening", first
-        self.port: int = first["port"]
+        # A thread turns stdout lines into events: select() on a buffered pipe would miss buffered lines.
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read_events, daemon=True).start()
+        self.port: int = self.wait_for("listening", timeout=20)["port"]
+
+    def _read_events(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(json.loads(line))
+        self._queue.put(None)  # the listener exited
 
     def next_event(self, timeout: float = 30) -> dict[str, Any]:
-        import selectors
-
-        assert self.proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise TimeoutError(f"no event from the listener in {timeout}s; stderr: {self.stderr_now()}")
-            chunk = os.read(self.proc.stdout.fileno(), 65536)
-            if not chunk:
-                raise EOFError(f"listener exited ({self.proc.poll()}); stderr: {self.stderr_now()}")
-            self._pending += chunk
-        line, self._pending = self._pending.split(b"\n", 1)
-        event: dict[str, Any] = json.loads(line)
+        try:
+            event = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(
+                f"no event from the listener in {timeout:.0f}s; stderr: {self.stderr_now()}"
+            ) from None
+        if event is None:
+            self._queue.put(None)
+            raise EOFError(f"listener exited ({self.proc.poll()}); stderr: {self.stderr_now()}")
         self.events.append(event)
         return event
 
@@ -83,9 +100,7 @@ class Listener:
         return [self.wait_for("capture", timeout) for _ in range(count)]
 
     def stderr_now(self) -> str:
-        if self.proc.poll() is None:
-            return "(still running)"
-        return self.proc.stderr.read() if self.proc.stderr else ""
+        return self.stderr_path.read_text()
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -95,6 +110,7 @@ class Listener:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+            self._stderr.close()
 
 
 @pytest.fixture
@@ -104,3 +120,17 @@ def listener(tmp_path: Path) -> Iterator[Listener]:
         yield lst
     finally:
         lst.stop()
+
+
+def nc_send(
+    busybox: str,
+    port: int,
+    data: bytes,
+    host: str = "127.0.0.1",
+    timeout: float = 30,
+    wrap: list[str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Send data the way a rescue shell does: busybox nc reading stdin, exiting when the peer closes."""
+    return subprocess.run(
+        [*(wrap or []), busybox, "nc", host, str(port)], input=data, capture_output=True, timeout=timeout
+    )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,19 +65,9 @@ def net(tmp_path: Path, busybox: str) -> Iterator[Net]:
         subprocess.run(["ip", "netns", "del", n.server], capture_output=True)
 
 
-class NetnsListener(Listener):
-    """`rescue listen` inside the server namespace (the conftest Listener, started through ip netns exec)."""
-
-    def __init__(self, ns: str, directory: Path) -> None:
-        self.dir = directory
-        argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "rescue", "listen", "--bind", SERVER_IP,
-                "--port", "0", "--dir", str(directory), "--json"]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.events = []
-        self._pending = b""
-        first = self.next_event(timeout=20)
-        assert first["event"] == "listening", first
-        self.port = first["port"]
+def netns_listener(ns: str, directory: Path) -> Listener:
+    """`rescue listen` inside the server namespace."""
+    return Listener(directory, bind=SERVER_IP, wrap=["ip", "netns", "exec", ns])
 
 
 def run_in_client(busybox: str, net: Net, fake: FakeRoot, **env: str) -> subprocess.CompletedProcess[str]:
@@ -106,7 +95,7 @@ def test_network_bring_up_and_send(
     busybox: str, net: Net, env: dict[str, str], method: str, peers: set[str]
 ) -> None:
     fake = build(net.tmp / "fake", cmdline="console=ttyS0 root=UUID={uuid}")
-    lst = NetnsListener(net.server, net.tmp / "captures")
+    lst = netns_listener(net.server, net.tmp / "captures")
     try:
         proc = run_in_client(busybox, net, fake, RESCUE_HOST=SERVER_IP, RESCUE_PORT=str(lst.port),
                              RESCUE_TIMEOUT="40", **env)  # fmt: skip

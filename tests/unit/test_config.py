@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from rescue.config import build_settings, parse_size
+from rescue.errors import RescueError
+
+
+@pytest.mark.parametrize(
+    ("text", "n"), [("1024", 1024), ("1K", 1024), ("512M", 512 << 20), ("4GiB", 4 << 30)]
+)
+def test_parse_size(text: str, n: int) -> None:
+    assert parse_size(text) == n
+
+
+def test_bad_size() -> None:
+    with pytest.raises(RescueError, match="bad size 'lots'"):
+        parse_size("lots")
+
+
+def test_flags_win_over_the_config_file_which_wins_over_defaults(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('token = "file"\nallow = ["10.0.0.0/8"]\nmax_bytes = "1M"\n')
+    s = build_settings({"config": str(cfg), "token": "flag", "allow": [], "port": None})
+    assert s.token == "flag"  # given on the command line
+    assert s.allow == (ipaddress.ip_network("10.0.0.0/8"),)  # from the file: no --allow given
+    assert s.max_bytes == 1 << 20 and s.port == 3333  # file, default
+    assert s.allows("10.1.2.3") and not s.allows("127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("allow = [", "is not valid TOML"),
+        ('colour = "red"', "unknown key 'colour'"),
+        ('allow = ["x"]', "bad --allow"),
+    ],
+)
+def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    with pytest.raises(RescueError, match=message):
+        build_settings({"config": str(cfg)})

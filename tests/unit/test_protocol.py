@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import pytest
+
+from rescue.protocol import HeaderError, detect_kind, looks_like_dmesg, parse_header
+
+TAR_HEAD = b"dmesg.txt".ljust(257, b"\0") + b"ustar\x0000"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "eof", "kind"),
+    [
+        (b"RESCUE/1 name=x\nbody", False, "header"),
+        (b"RESCUE/1 name=x", False, None),  # the line has not ended yet
+        (b"RESC", False, None),
+        (b"RESCUE/1 no newline at all", True, "raw"),
+        (b"\x1f\x8b\x08\x00", False, "gzip"),
+        (TAR_HEAD, False, "tar"),
+        (b"x" * 300, False, "raw"),
+        (b"[    0.000000] Linux", False, None),  # could still be a tar: ustar sits at 257
+        (b"[    0.000000] Linux", True, "raw"),
+        (b"\x1f", False, None),
+    ],
+)
+def test_detect_kind(prefix: bytes, eof: bool, kind: str | None) -> None:
+    assert detect_kind(prefix, eof) == kind
+
+
+def test_a_header_line_longer_than_the_limit_is_plain_data() -> None:
+    assert detect_kind(b"RESCUE/" + b"a" * 5000, False) == "raw"
+
+
+def test_parse_header() -> None:
+    assert parse_header(b"RESCUE/1 name=bundle host=vm kernel=6.1.0 token=t") == {
+        "name": "bundle",
+        "host": "vm",
+        "kernel": "6.1.0",
+        "token": "t",
+    }
+    assert parse_header(b"RESCUE/1\r") == {}
+
+
+@pytest.mark.parametrize(
+    "line", [b"RESCUE/2 name=x", b"RESCUE/1 novalue", b"RESCUE/1 Bad-Key=1", b"RESCUE/1 \xff=1"]
+)
+def test_bad_headers_are_rejected(line: bytes) -> None:
+    with pytest.raises(HeaderError):
+        parse_header(line)
+
+
+@pytest.mark.parametrize(
+    ("text", "yes"),
+    [
+        (b"[    0.000000] Linux version 6.1", True),
+        (b"<6>[    0.000000] Linux version 6.1", True),
+        (b"\nLinux version 6.1.0", True),
+        (b"hello", False),
+        (b"\x00\x01", False),
+    ],
+)
+def test_looks_like_dmesg(text: bytes, yes: bool) -> None:
+    assert looks_like_dmesg(text) is yes
