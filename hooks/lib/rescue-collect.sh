@@ -394,7 +394,7 @@ walk_input() {
 }
 
 walk_modules() {
-	bb awk -v ROOTFS="$1" -v FSTYPE="$2" -v SOURCE="$3" -v OUT="$W/modcheck.new" -v DEPOUT="$W/modules-dep.new" \
+	bb awk -v ROOTFS="${1%% *}" -v CSUM="${1#* }" -v FSTYPE="$2" -v SOURCE="$3" -v OUT="$W/modcheck.new" -v DEPOUT="$W/modules-dep.new" \
 		-v FOLLOW="$W/follow" -v DEP="$4" -v SOFT="$5" -v ALIAS="$6" -v BUILTIN="$7" -v BINFO="$8" \
 		-v LOADED="$9" -v FILES="${10}" -v KODEPS="${11}" -v CRYPTO="${12}" '
 function norm(s) { gsub("-", "_", s); return s }
@@ -459,7 +459,12 @@ END {
 			if (name ~ /^crypto-/) addcrypto(substr(name, 8)); else if (qk[qi] == "softdep") addcrypto(name)
 		}
 		print "need " name " " qk[qi] " " qp[qi] " " st (prov != "" ? " " prov : "") > OUT
-		if (st == "missing") missing = missing (missing == "" ? "" : ",") name
+		# A missing softdep fails the check when it is crc32c (the default checksum of btrfs and ext4) or
+		# the checksum the root filesystem uses; the other checksum modules only matter to other filesystems.
+		if (st == "missing" && (qk[qi] != "softdep" || name ~ /^(crypto-)?crc32c$/ || \
+			(CSUM != "" && (name == CSUM || name == "crypto-" CSUM))))
+			missing = missing (missing == "" ? "" : ",") name
+		else if (st == "missing") optional = optional (optional == "" ? "" : ",") name
 		if (follow == "") continue
 		if (follow in path) {
 			p = path[follow]
@@ -479,6 +484,8 @@ END {
 		if (c in cdrv) print "crypto " c " present driver=" cdrv[c] > OUT
 		else print "crypto " c " absent" > OUT
 	}
+	if (CSUM != "") print "# btrfs checksum: " CSUM > OUT
+	if (optional != "") print "# missing, needed only by filesystems that use them: " optional > OUT
 	print (missing == "" ? "result ok" : "result fail missing=" missing) > OUT
 }' "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "${11}" "${12}"
 }
@@ -493,27 +500,49 @@ root_fstype() {
 		echo "$_t cmdline"
 		return
 	fi
-	_root=${ROOT:-}
-	[ -n "$_root" ] || _root=$(cmdline_arg root) || _root=""
-	_root=${_root#block:}
-	if [ -n "$_root" ] && [ -s "$B/blkid.txt" ]; then
-		case $_root in
-		UUID=* | LABEL=* | PARTUUID=* | PARTLABEL=*)
-			_line=$(bb grep -F " ${_root%%=*}=\"${_root#*=}\"" "$B/blkid.txt" | bb head -n 1)
-			;;
-		*) _line=$(bb grep -F "$_root:" "$B/blkid.txt" | bb head -n 1) ;;
-		esac
-		_t=$(echo "$_line" | bb sed -n 's/.* TYPE="\([^"]*\)".*/\1/p')
-		if [ -n "$_t" ]; then
-			echo "$_t blkid"
-			return
-		fi
+	_t=$(root_blkid_line | bb sed -n 's/.* TYPE="\([^"]*\)".*/\1/p')
+	if [ -n "$_t" ]; then
+		echo "$_t blkid"
+		return
 	fi
 	if bb grep -q 'TYPE="btrfs"' "$B/blkid.txt" 2>/dev/null; then
 		echo "btrfs signature"
 		return
 	fi
 	echo "unknown none"
+}
+
+root_spec() {
+	_root=${ROOT:-}
+	[ -n "$_root" ] || _root=$(cmdline_arg root) || _root=""
+	echo "${_root#block:}"
+}
+
+# blkid's line for the root device (ROOT=, else root= on the command line).
+root_blkid_line() {
+	_root=$(root_spec)
+	[ -n "$_root" ] && [ -s "$B/blkid.txt" ] || return 0
+	case $_root in
+	UUID=* | LABEL=* | PARTUUID=* | PARTLABEL=*)
+		bb grep -F " ${_root%%=*}=\"${_root#*=}\"" "$B/blkid.txt" | bb head -n 1
+		;;
+	*) bb grep -F "$_root:" "$B/blkid.txt" | bb head -n 1 ;;
+	esac
+}
+
+# The checksum algorithm of a btrfs root (superblock at 64 KiB, csum_type at byte 196): btrfs needs the
+# module for it, while the other checksum softdeps are optional.
+btrfs_csum() {
+	_dev=$(root_blkid_line)
+	_dev=${_dev%%:*}
+	[ -n "$_dev" ] || _dev=$(bb grep 'TYPE="btrfs"' "$B/blkid.txt" 2>/dev/null | bb head -n 1 | bb cut -d: -f1)
+	[ -n "$_dev" ] || return 0
+	case $(bb dd if="$P$_dev" bs=1 skip=65732 count=2 2>/dev/null | bb od -An -tu2 | bb tr -d ' ') in
+	0) echo crc32c ;;
+	1) echo xxhash64 ;;
+	2) echo sha256 ;;
+	3) echo blake2b-256 ;;
+	esac
 }
 
 # Write modcheck.txt and modules-dep.txt for the root filesystem, and show them on the console.
@@ -523,6 +552,8 @@ modcheck() {
 	_source=${_r#* }
 	_rootfs=$_fstype
 	[ "$_fstype" = unknown ] && _rootfs=""
+	_csum=""
+	[ "$_fstype" = btrfs ] && _csum=$(btrfs_csum)
 	bb tr '\0' '\n' <"$MODDIR/modules.builtin.modinfo" 2>/dev/null | bb grep -E '^[^.]+[.](alias|softdep)=' \
 		>"$W/builtin.info"
 	: >"$W/kodeps"
@@ -530,7 +561,7 @@ modcheck() {
 	# Each pass may follow modules whose .ko says more than modules.dep; read those and walk again.
 	while [ "$_pass" -lt 4 ]; do
 		_pass=$((_pass + 1))
-		walk_modules "$_rootfs" "$_fstype" "$_source" "$(walk_input "$MODDIR/modules.dep" dep)" \
+		walk_modules "$_rootfs $_csum" "$_fstype" "$_source" "$(walk_input "$MODDIR/modules.dep" dep)" \
 			"$(walk_input "$MODDIR/modules.softdep" softdep)" "$(walk_input "$MODDIR/modules.alias" alias)" \
 			"$(walk_input "$MODDIR/modules.builtin" builtin)" "$W/builtin.info" \
 			"$(walk_input "$P/proc/modules" modules)" "$B/initramfs-modules.txt" "$W/kodeps" \

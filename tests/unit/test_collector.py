@@ -202,3 +202,36 @@ def test_listed_in_modules_dep_but_file_missing(busybox: str, tmp_path: Path) ->
     lines = modcheck(fake)
     assert "need libcrc32c dep btrfs missing" in lines
     assert lines[-1] == "result fail missing=libcrc32c"
+
+
+def _btrfs_device(fake: FakeRoot, csum: str) -> None:
+    """A real btrfs filesystem (mkfs.btrfs on a sparse file) where blkid says the root is: /dev/vda."""
+    import shutil
+    import subprocess
+
+    require(shutil.which("mkfs.btrfs") is not None, "btrfs-progs is not installed")
+    dev = fake.path / "dev" / "vda"
+    with dev.open("wb") as f:
+        f.truncate(128 << 20)
+    subprocess.run(["mkfs.btrfs", "-q", "-f", "--csum", csum, str(dev)], check=True, capture_output=True)
+
+
+def test_optional_checksum_softdeps_do_not_fail_the_check(busybox: str, tmp_path: Path) -> None:
+    # Debian's own MODULES=most image has no xxhash_generic: harmless for a crc32c filesystem.
+    fake = build(tmp_path, drop=["xxhash_generic"])
+    _btrfs_device(fake, "crc32c")
+    run_collector(busybox, fake, "test")
+    lines = modcheck(fake)
+    assert "need xxhash64 softdep btrfs missing" in lines
+    assert "# btrfs checksum: crc32c" in lines
+    assert "# missing, needed only by filesystems that use them: xxhash64" in lines
+    assert lines[-1] == "result ok"
+
+
+def test_the_root_filesystems_checksum_module_is_required(busybox: str, tmp_path: Path) -> None:
+    fake = build(tmp_path, drop=["xxhash_generic"])
+    _btrfs_device(fake, "xxhash")
+    run_collector(busybox, fake, "test")
+    lines = modcheck(fake)
+    assert "# btrfs checksum: xxhash64" in lines
+    assert lines[-1] == "result fail missing=xxhash64"
