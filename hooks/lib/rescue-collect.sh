@@ -581,6 +581,38 @@ modcheck() {
 	done <"$B/modcheck.txt"
 }
 
+# blkid output: util-linux blkid when the image has it (busybox-static has no blkid applet), else a probe of
+# each partition with klibc fstype or, for btrfs, its superblock magic.
+blkid_lines() {
+	if [ -n "${RESCUE_BLKID:-}" ] && [ "$RESCUE_BLKID" != probe ]; then
+		bb cat "$RESCUE_BLKID"
+		return
+	fi
+	if [ -z "${RESCUE_BLKID:-}" ]; then
+		for _c in /sbin/blkid /usr/sbin/blkid /bin/blkid /usr/bin/blkid; do
+			if [ -x "$_c" ]; then
+				"$_c"
+				return
+			fi
+		done
+	fi
+	_fstype=""
+	for _c in /bin/fstype /usr/lib/klibc/bin/fstype; do
+		[ -x "$_c" ] && _fstype=$_c && break
+	done
+	echo "# probed (no blkid here)"
+	bb awk 'NR > 2 && NF == 4 { print $4 }' "$P/proc/partitions" 2>/dev/null | while read -r _n; do
+		_d=/dev/$_n
+		[ -e "$P$_d" ] || continue
+		_t=""
+		[ -n "$_fstype" ] && _t=$("$_fstype" "$P$_d" 2>/dev/null | bb sed -n 's/^FSTYPE=//p')
+		if [ -z "$_t" ] || [ "$_t" = unknown ]; then
+			[ "$(bb dd if="$P$_d" bs=1 skip=65600 count=8 2>/dev/null)" = _BHRfS_M ] && _t=btrfs
+		fi
+		[ -n "$_t" ] && [ "$_t" != unknown ] && echo "$_d: TYPE=\"$_t\""
+	done
+}
+
 # --- collect --------------------------------------------------------------------------------------------
 
 first_line() {
@@ -611,11 +643,7 @@ collect() {
 	bb cat "$P/proc/filesystems" >"$B/filesystems.txt" 2>&1
 	bb cat "$P/proc/partitions" >"$B/partitions.txt" 2>&1
 	bb cat "$P/proc/mounts" 2>&1 | mask >"$B/mounts.txt"
-	if [ -n "${RESCUE_BLKID:-}" ]; then
-		bb cat "$RESCUE_BLKID"
-	else
-		bb blkid
-	fi >"$B/blkid.txt" 2>&1
+	blkid_lines >"$B/blkid.txt" 2>&1
 	bb ls -l "$P"/dev/disk/by-* >"$B/disks.txt" 2>&1
 	if [ -d "$MODDIR" ]; then
 		(cd "$MODDIR" && bb find . -name '*.ko*' | bb sed 's#^[.]/##' | bb sort) >"$B/initramfs-modules.txt"

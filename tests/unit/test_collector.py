@@ -235,3 +235,22 @@ def test_the_root_filesystems_checksum_module_is_required(busybox: str, tmp_path
     lines = modcheck(fake)
     assert "# btrfs checksum: xxhash64" in lines
     assert lines[-1] == "result fail missing=xxhash64"
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "expected"),
+    [("root=/dev/vda", "fstype btrfs source=blkid"), ("root=UUID={uuid}", "fstype btrfs source=signature")],
+)
+def test_without_blkid_the_partitions_are_probed(
+    busybox: str, tmp_path: Path, cmdline: str, expected: str
+) -> None:
+    # busybox-static has no blkid applet and a hand-built image may lack util-linux: klibc fstype (or the
+    # btrfs magic) on each partition of /proc/partitions says what is there.
+    fake = build(tmp_path, cmdline=cmdline, drop=["libcrc32c"])
+    _btrfs_device(fake, "crc32c")
+    run_collector(busybox, fake, "test", RESCUE_BLKID="probe")
+    assert '/dev/vda: TYPE="btrfs"' in (fake.bundle / "blkid.txt").read_text()
+    lines = modcheck(fake)
+    assert lines[1] == expected
+    assert "# btrfs checksum: crc32c" in lines
+    assert lines[-1] == "result fail missing=libcrc32c"
