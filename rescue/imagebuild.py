@@ -113,9 +113,14 @@ def build_dracut_image(
     port: int,
     token: str | None = None,
     drop_modules: Sequence[str] = (),
+    systemd: bool = False,
 ) -> Path:
     """A real `dracut --no-hostonly` image with the rescue-send module, from a temp copy of dracut's module
-    dir (nothing is installed into the system's /usr/lib/dracut)."""
+    dir (nothing is installed into the system's /usr/lib/dracut).
+
+    By default the image uses dracut's shell init, not systemd: booted under qemu here, the systemd initrd
+    waited without limit for dev-vda.device although the kernel had found vda, and never reached the
+    emergency hook; the shell init fails over to it (add rd.retry=N to bound the wait)."""
     dracut = _need("dracut", "dracut-core")
     _check_kernel(kver)
     names = _module_names(drop_modules)
@@ -139,6 +144,8 @@ def build_dracut_image(
                 "--confdir", str(confdir), "--add", DRACUT_NAME]  # fmt: skip
         if names:
             argv += ["--omit-drivers", " ".join(names)]
+        if not systemd:
+            argv += ["--omit", "systemd systemd-initrd dracut-systemd systemd-udevd systemd-journald"]
         argv += [str(out), kver]
         run(argv, env=_dracut_env(base), timeout=900)
     return out
