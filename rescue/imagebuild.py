@@ -96,9 +96,9 @@ def build_initramfs_tools_image(
         if hooks:
             render(confdir, Flavor.INITRAMFS_TOOLS, Config(host=host, port=port, token=token))
         if names:
-            hooks = confdir / "hooks"
-            others = sorted(p.name for p in hooks.iterdir() if p.is_file())
-            drop = hooks / "zz-rescue-drop-modules"
+            hookdir = confdir / "hooks"
+            others = sorted(p.name for p in hookdir.iterdir() if p.is_file())
+            drop = hookdir / "zz-rescue-drop-modules"
             drop.write_text(_DROP_HOOK.format(prereqs=" ".join(others), names=" ".join(names)))
             drop.chmod(0o755)
         run([mkinitramfs, "-d", str(confdir), "-o", str(out), kver], timeout=900)
