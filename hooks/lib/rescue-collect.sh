@@ -753,9 +753,16 @@ if [ -f "$SENT" ]; then
 	exit 0
 fi
 if ! bb mkdir "$W/lock" 2>/dev/null; then
-	say "another collector is running ($W/lock); not starting a second one"
-	exit 0
+	# A collector that was killed leaves its lock behind: take it over when its process is gone.
+	_pid=$(bb cat "$W/lock/pid" 2>/dev/null)
+	if [ -n "$_pid" ] && kill -0 "$_pid" 2>/dev/null; then
+		say "another collector is running (pid $_pid); not starting a second one"
+		exit 0
+	fi
+	bb rm -rf "$W/lock"
+	bb mkdir "$W/lock" || exit 1
 fi
+echo "$$" >"$W/lock/pid"
 # Numbers, not names: klibc's sh (initramfs-tools with BUSYBOX=n) knows no EXIT.
 trap 'bb rm -rf "$W/lock"' 0
 trap 'exit 1' 1 2 15

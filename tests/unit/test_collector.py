@@ -254,3 +254,32 @@ def test_without_blkid_the_partitions_are_probed(
     assert lines[1] == expected
     assert "# btrfs checksum: crc32c" in lines
     assert lines[-1] == "result fail missing=libcrc32c"
+
+
+def test_a_stale_lock_does_not_stop_it(busybox: str, tmp_path: Path) -> None:
+    # A collector killed mid-way leaves /run/rescue/lock; a pid that no longer runs must not block the next.
+    import subprocess
+
+    fake = build(tmp_path)
+    lock = fake.path / "run" / "rescue" / "lock"
+    lock.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (lock / "pid").write_text(f"{dead.pid}\n")
+    proc = run_collector(busybox, fake, "test")
+    assert "rescue: collecting evidence" in proc.stdout
+    assert (fake.bundle / "modcheck.txt").is_file()
+    assert not lock.exists()
+
+
+def test_a_running_collector_is_not_doubled(busybox: str, tmp_path: Path) -> None:
+    import os
+
+    fake = build(tmp_path)
+    lock = fake.path / "run" / "rescue" / "lock"
+    lock.mkdir(parents=True)
+    (lock / "pid").write_text(f"{os.getpid()}\n")  # alive: this test process
+    proc = run_collector(busybox, fake, "test")
+    assert proc.returncode == 0
+    assert f"another collector is running (pid {os.getpid()})" in proc.stdout
+    assert not fake.bundle.exists()
