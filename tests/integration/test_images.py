@@ -138,3 +138,61 @@ def test_missing_generator_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, t
     for build in builders:
         with pytest.raises(RescueError, match="not found"):
             build()
+
+
+def _chroot(root: Path, script: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run shell inside the unpacked image, with the image's own /bin/sh (busybox) and files."""
+    import os
+
+    require(os.geteuid() == 0, "chroot needs root")
+    full = {"PATH": "/sbin:/usr/sbin:/bin:/usr/bin", "RESCUE_IP": "none", **env}
+    return subprocess.run(["chroot", str(root), "/bin/sh", "-c", script], env=full, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_panic_scripts_run_from_the_images_run_order(
+    itools_image: Path, tmp_path: Path, listener: Listener
+) -> None:
+    # What panic() does: `run_scripts /scripts/panic` from /scripts/functions, in the image's own userland.
+    root = unpack(itools_image, tmp_path / "x")
+    add_fixtures(
+        root,
+        tmp_path,
+        cmdline=f"console=ttyS0 root=/dev/vda rescue.host=127.0.0.1 rescue.port={listener.port}",
+    )
+    (tmp_path / "blkid.fixture").replace(root / "blkid.txt")
+    proc = _chroot(root, ". /scripts/functions; run_scripts /scripts/panic", ROOT="/dev/vda",
+                   RESCUE_BLKID="/blkid.txt")  # fmt: skip
+    assert "rescue: collecting evidence (reason: panic)" in proc.stdout, proc.stdout + proc.stderr
+    assert "rescue: sent " in proc.stdout
+    event = listener.wait_for("capture")
+    assert event["status"] == "complete"
+    info = (Path(event["path"]) / "info.txt").read_text()
+    assert "GENERATOR=initramfs-tools" in info and "REASON=panic" in info
+    assert "result fail missing=libcrc32c" in (Path(event["path"]) / "modcheck.txt").read_text()
+    # A second panic() in the same boot sends nothing more.
+    again = _chroot(root, ". /scripts/functions; run_scripts /scripts/panic", ROOT="/dev/vda",
+                    RESCUE_BLKID="/blkid.txt")  # fmt: skip
+    assert "already sent (panic)" in again.stdout
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_premount_script_sends_only_with_rescue_always(
+    itools_image: Path, tmp_path: Path, listener: Listener, always: bool
+) -> None:
+    root = unpack(itools_image, tmp_path / "x")
+    flag = " rescue.always=1" if always else ""
+    add_fixtures(
+        root, tmp_path, cmdline=f"root=/dev/vda rescue.host=127.0.0.1 rescue.port={listener.port}{flag}"
+    )
+    (tmp_path / "blkid.fixture").replace(root / "blkid.txt")
+    proc = _chroot(root, "/scripts/local-premount/rescue", RESCUE_BLKID="/blkid.txt")
+    assert proc.returncode == 0
+    if always:
+        assert "rescue: sent " in proc.stdout, proc.stdout + proc.stderr
+        event = listener.wait_for("capture")
+        assert "REASON=always" in (Path(event["path"]) / "info.txt").read_text()
+    else:
+        # A good boot: the script reads the command line and does nothing else.
+        assert proc.stdout == ""
+        assert not (root / "run" / "rescue").exists()
