@@ -14,6 +14,8 @@ from rescue.errors import EXIT_USAGE, RescueError
 # (a callable taking the parsed namespace and returning the exit code).
 COMMAND_MODULES = [
     "rescue.listener",
+    "rescue.analyze",
+    "rescue.checkimage",
     "rescue.hooks",
 ]
 

@@ -53,13 +53,42 @@ def normalize_name(raw: str) -> str:
     return name.lstrip("/")
 
 
-def read_newc(buf: bytes | memoryview, offset: int = 0) -> tuple[list[CpioEntry], int]:
-    """Parse one newc archive starting at offset; return its entries and the offset just past its trailer."""
+@dataclass(frozen=True)
+class CpioRecord:
+    """One member's header and where its data lies in the buffer (nothing copied)."""
+
+    name: str  # without a leading "/" or "./"
+    mode: int
+    mtime: int
+    uid: int
+    gid: int
+    rdevmajor: int
+    rdevminor: int
+    data_start: int
+    size: int
+
+    def entry(self, buf: bytes | memoryview) -> CpioEntry:
+        data = bytes(memoryview(buf)[self.data_start : self.data_start + self.size])
+        return CpioEntry(
+            self.name, self.mode, data, self.mtime, self.uid, self.gid, self.rdevmajor, self.rdevminor
+        )
+
+
+def scan_newc(
+    buf: bytes | memoryview, offset: int = 0, records: list[CpioRecord] | None = None
+) -> tuple[list[CpioRecord], int]:
+    """Parse one newc archive's headers from offset; return them and the offset just past its trailer.
+
+    Big images (60+ MB unpacked) are listed without copying file contents; CpioRecord.entry() reads one.
+    Records are appended to `records` as they are read, so a caller keeps what precedes damage.
+    """
     view = memoryview(buf)
-    entries: list[CpioEntry] = []
+    records = [] if records is None else records
     pos = offset
     while True:
         header = bytes(view[pos : pos + HEADER_LEN])
+        if len(header) < HEADER_LEN and header[:6] in MAGICS:
+            raise RescueError(f"cpio archive truncated at offset {pos}")
         if len(header) < HEADER_LEN or header[:6] not in MAGICS:
             raise RescueError(f"not a newc cpio archive at offset {pos}")
         try:
@@ -76,19 +105,14 @@ def read_newc(buf: bytes | memoryview, offset: int = 0) -> tuple[list[CpioEntry]
         name = bytes(view[name_start : name_end - 1]).decode("utf-8", errors="surrogateescape")
         pos = data_end + _pad4(size)
         if name == TRAILER:
-            return entries, pos
-        entries.append(
-            CpioEntry(
-                name=normalize_name(name),
-                mode=mode,
-                data=bytes(view[data_start:data_end]),
-                mtime=mtime,
-                uid=uid,
-                gid=gid,
-                rdevmajor=rmaj,
-                rdevminor=rmin,
-            )
-        )
+            return records, pos
+        records.append(CpioRecord(normalize_name(name), mode, mtime, uid, gid, rmaj, rmin, data_start, size))
+
+
+def read_newc(buf: bytes | memoryview, offset: int = 0) -> tuple[list[CpioEntry], int]:
+    """Parse one newc archive starting at offset; return its entries and the offset just past its trailer."""
+    records, end = scan_newc(buf, offset)
+    return [r.entry(buf) for r in records], end
 
 
 def iter_newc(buf: bytes) -> Iterator[CpioEntry]:

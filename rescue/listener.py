@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rescue import netinfo, protocol
+from rescue.analyze import analyze_path
 from rescue.config import Settings, build_settings, read_config_file
 from rescue.errors import RescueError
 from rescue.report import Reporter, human_size
@@ -308,6 +309,8 @@ class ListenServer:
         if skipped:
             cap.manifest["skipped"] = skipped
         if status != "rejected" and files:
+            with contextlib.suppress(OSError):  # the analysis reads the capture's status from it
+                cap.write_manifest(durable=False)
             cap.manifest["analysis"] = analyze_capture(cap.path)
         try:
             cap.write_manifest()
@@ -528,10 +531,6 @@ class ListenServer:
 
 def analyze_capture(path: Path) -> dict[str, Any] | None:
     """The analysis of a finished capture, for its manifest; an analysis failure never loses the capture."""
-    try:
-        from rescue.analyze import analyze_path
-    except ImportError:
-        return None
     try:
         report = analyze_path(path)
         return {**report.to_json(), "headline": report.headline()}

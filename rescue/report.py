@@ -45,10 +45,11 @@ class Reporter:
 
     def event(self, name: str, text: str | None = None, /, **fields: Any) -> None:
         """One event: a JSON line with --json, and its human text (if any) for people and the log."""
-        if self.json_events:
-            print(json.dumps({"event": name, **fields}, ensure_ascii=False), file=self.out, flush=True)
+        # Words first: whoever reacts to the event finds the log already written.
         if text is not None:
             self.say(text)
+        if self.json_events:
+            print(json.dumps({"event": name, **fields}, ensure_ascii=False), file=self.out, flush=True)
 
     def progress(self, text: str) -> None:
         """A progress line: rewritten in place on a terminal, skipped otherwise (the summary follows)."""

@@ -438,3 +438,13 @@ def test_hup_reopens_the_log(tmp_path: Path, busybox: str) -> None:
         assert "complete; 1 file(s)" not in (tmp_path / "rescue.log.1").read_text()
     finally:
         lst.stop()
+
+
+def test_every_capture_is_analysed(listener: Listener, busybox: str) -> None:
+    assert nc_send(busybox, listener.port, DMESG).returncode == 0
+    ev = listener.wait_for("capture")
+    assert ev["findings"][0] == "btrfs-crc32c-missing"
+    assert "btrfs-crc32c-missing" in ev["headline"]
+    analysis = manifest(ev)["analysis"]
+    assert analysis["findings"][0]["id"] == "btrfs-crc32c-missing"
+    assert "btrfs-crc32c-missing" in listener.stderr_now()  # the headline is shown to the person too

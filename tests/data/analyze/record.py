@@ -1,0 +1,167 @@
+"""Record the real boot logs the analysis tests read (run by hand; the logs are committed).
+
+    python -m tests.data.analyze.record [SCENARIO...]
+
+Boots this host's Debian cloud kernel under qemu (TCG) with real mkinitramfs images and real btrfs disks,
+and saves the serial console (kernel messages and initramfs-tools output) as <scenario>.console.log.
+One qemu and one mkinitramfs at a time.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import stat
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from rescue.cpio import CpioEntry, write_newc
+from rescue.run import run
+from tests.integration.images import build_dracut_image, build_initramfs_tools_image
+
+HERE = Path(__file__).resolve().parent
+KVER = "6.1.0-56-cloud-amd64"
+KERNEL = Path(f"/boot/vmlinuz-{KVER}")
+BUSYBOX = Path("/bin/busybox")
+
+# The root file system's /sbin/init: say so and power off (a normal boot, for the no-false-alarm test).
+INIT = """#!/bin/sh
+echo "rescue-record: root file system mounted, init running"
+/bin/busybox dmesg > /dev/null
+/bin/busybox poweroff -f
+"""
+
+
+def btrfs_disk(work: Path, csum: str = "crc32c") -> Path:
+    disk = work / f"disk-{csum}.img"
+    if disk.exists():
+        return disk
+    root = work / f"root-{csum}"
+    (root / "bin").mkdir(parents=True)
+    for d in ("sbin", "dev", "proc", "sys", "run", "tmp"):
+        (root / d).mkdir()
+    shutil.copy(BUSYBOX, root / "bin" / "busybox")
+    (root / "bin" / "sh").symlink_to("busybox")
+    (root / "sbin" / "init").write_text(INIT)
+    (root / "sbin" / "init").chmod(0o755)
+    run(["truncate", "-s", "128M", disk])
+    run(["mkfs.btrfs", "-q", "-f", "--csum", csum, "--rootdir", root, disk])
+    return disk
+
+
+# A hand-built initramfs reproducing the bug by hand (DESIGN.md §4), then printing `dmesg -r` as the
+# collector does, between markers: a real busybox raw-level dmesg for the tests.
+HAND_INIT = """#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t devtmpfs dev /dev
+for m in xor raid6_pq zstd_compress btrfs; do /bin/busybox insmod /lib/modules/$m.ko; done
+echo RESCUE-DMESG-BEGIN
+/bin/busybox dmesg -r
+echo RESCUE-DMESG-END
+/bin/busybox poweroff -f
+"""
+HAND_MODULES = [
+    "kernel/crypto/xor.ko",
+    "kernel/lib/raid6/raid6_pq.ko",
+    "kernel/lib/zstd/zstd_compress.ko",
+    "kernel/fs/btrfs/btrfs.ko",
+]
+
+
+def hand_built(work: Path) -> Path:
+    directory = stat.S_IFDIR | 0o755
+    entries = [
+        CpioEntry("bin", directory),
+        CpioEntry("lib", directory),
+        CpioEntry("lib/modules", directory),
+        CpioEntry("bin/busybox", stat.S_IFREG | 0o755, BUSYBOX.read_bytes()),
+        CpioEntry("init", stat.S_IFREG | 0o755, HAND_INIT.encode()),
+    ]
+    for rel in HAND_MODULES:
+        data = (Path("/lib/modules") / KVER / rel).read_bytes()
+        entries.append(CpioEntry(f"lib/modules/{Path(rel).name}", stat.S_IFREG | 0o644, data))
+    buf = io.BytesIO()
+    write_newc(entries, buf)
+    out = work / "hand.img"
+    out.write_bytes(run(["gzip", "-n", "-c"], input=buf.getvalue()).stdout)
+    return out
+
+
+def boot(initrd: Path, append: str, disk: Path | None) -> str:
+    argv: list[str | Path] = [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-m",
+        "512",
+        "-smp",
+        "1",
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+        KERNEL,
+        "-initrd",
+        initrd,
+        "-append",
+        f"console=ttyS0 panic=-1 {append}",
+    ]
+    if disk:
+        argv += ["-drive", f"file={disk},if=virtio,format=raw,cache=writeback"]
+    proc = run(argv, check=False, timeout=300)
+    return proc.stdout.decode("utf-8", errors="replace")
+
+
+def scenarios(work: Path) -> dict[str, Callable[[], str]]:
+    def normal() -> Path:
+        out = work / "normal.img"
+        return out if out.exists() else build_initramfs_tools_image(out, KVER)
+
+    def nocrc() -> Path:
+        return build_initramfs_tools_image(work / "nocrc.img", KVER, drop_modules=["libcrc32c"])
+
+    def truncated() -> Path:
+        data = normal().read_bytes()
+        out = work / "truncated.img"
+        out.write_bytes(data[: len(data) // 3])
+        return out
+
+    def dracut_nocrc() -> Path:
+        return build_dracut_image(work / "dracut-nocrc.img", KVER, omit_drivers=["libcrc32c"])
+
+    root = "root=/dev/vda rootfstype=btrfs"
+    return {
+        "btrfs-crc32c-missing": lambda: boot(nocrc(), root, btrfs_disk(work)),
+        "normal-btrfs-boot": lambda: boot(normal(), root, btrfs_disk(work)),
+        "btrfs-xxhash-csum": lambda: boot(normal(), root, btrfs_disk(work, "xxhash")),
+        "root-device-missing": lambda: boot(normal(), "root=/dev/vdb rootdelay=3", btrfs_disk(work)),
+        "initramfs-truncated": lambda: boot(truncated(), root, btrfs_disk(work)),
+        "busybox-insmod-btrfs": lambda: boot(hand_built(work), "quiet", None),
+        # rd.shell=0 rd.emergency=reboot: dracut reboots (qemu exits) instead of waiting on the console.
+        "dracut-btrfs-crc32c-missing": lambda: boot(
+            dracut_nocrc(),
+            f"{root} rd.shell=0 rd.emergency=reboot rd.retry=10 rd.timeout=20",
+            btrfs_disk(work),
+        ),
+    }
+
+
+def main(names: list[str]) -> int:
+    with tempfile.TemporaryDirectory(prefix="rescue-record-") as tmp:
+        table = scenarios(Path(tmp))
+        for name in names or list(table):
+            log = table[name]()
+            (HERE / f"{name}.console.log").write_text(log)
+            if "RESCUE-DMESG-BEGIN\r\n" in log:
+                dmesg = log.split("RESCUE-DMESG-BEGIN\r\n", 1)[1].split("RESCUE-DMESG-END", 1)[0]
+                (HERE / f"{name}.dmesg-r.txt").write_text(dmesg.replace("\r\n", "\n"))
+            print(f"{name}: {len(log.splitlines())} lines", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,440 @@
+"""rescue analyze: each rule on the real message its program prints, linking, input forms, output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rescue import analyze
+from rescue.analyze import RULES, analyze_path, analyze_text
+from rescue.cli import main as cli_main
+from rescue.errors import RescueError
+
+# Lines as the kernel (6.1 format strings), initramfs-tools 0.142, dracut 059 and busybox print them.
+# Each maps to the finding it must raise and the params it must name.
+RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
+    # kernel/module/main.c: pr_warn("%s: Unknown symbol %s (err %d)\n") -- measured on 6.1 (DESIGN.md §4)
+    ("[    8.903056] btrfs: Unknown symbol crc32c (err -2)", "btrfs-crc32c-missing", {"symbol": "crc32c"}),
+    (
+        "<4>[    8.904253] btrfs: Unknown symbol crc32c_impl (err -2)",
+        "btrfs-crc32c-missing",
+        {"symbol": "crc32c_impl"},
+    ),
+    (
+        "modprobe: can't load module libcrc32c (kernel/lib/libcrc32c.ko): No such file or directory",
+        "btrfs-crc32c-missing",
+        {"missing": "libcrc32c"},
+    ),
+    (
+        "[   12.000001] ext4: Unknown symbol jbd2_journal_start (err -2)",
+        "module-unknown-symbol",
+        {"module": "ext4", "symbol": "jbd2_journal_start"},
+    ),
+    (
+        "modprobe: can't load module virtio_blk (kernel/drivers/block/virtio_blk.ko): "
+        "unknown symbol in module, or unknown parameter",
+        "module-unknown-symbol",
+        {"module": "virtio_blk"},
+    ),
+    # kernel/module/version.c: pr_warn("%s: disagrees about version of symbol %s\n")
+    (
+        "[    3.1] dm9000: disagrees about version of symbol platform_driver_register",
+        "module-version-mismatch",
+        {"module": "dm9000", "symbol": "platform_driver_register"},
+    ),
+    (
+        "[    3.2] nvidia: version magic '6.1.0-55-amd64 SMP preempt mod_unload modversions ' should be "
+        "'6.1.0-56-cloud-amd64 SMP preempt mod_unload modversions '",
+        "module-version-mismatch",
+        {"module": "nvidia"},
+    ),
+    # fs/filesystems.c: pr_warn_once("request_module fs-%.*s succeeded, but still no fs?\n")
+    ("[    5.0] request_module fs-btrfs succeeded, but still no fs?", "fs-module-missing", {"fs": "btrfs"}),
+    ("mount: /root: unknown filesystem type 'xfs'.", "fs-module-missing", {"fs": "xfs"}),
+    # drivers/base/firmware_loader/main.c
+    (
+        "[    4.5] Direct firmware load for amdgpu/green_sardine_dmcub.bin failed with error -2",
+        "firmware-missing",
+        {"firmware": "amdgpu/green_sardine_dmcub.bin"},
+    ),
+    # fs/btrfs/disk-io.c btrfs_init_csum_hash(): btrfs_err(... "error allocating %s hash for checksum")
+    (
+        "[    9.7] BTRFS error (device vda): error allocating xxhash64 hash for checksum",
+        "btrfs-csum-unsupported",
+        {"csum": "xxhash64", "device": "vda"},
+    ),
+    (
+        "[    9.7] BTRFS error (device vda): error allocating crc32c hash for checksum",
+        "btrfs-crc32c-missing",
+        {},
+    ),
+    # init/initramfs.c: "Initramfs unpacking failed: %s"; init/main.c: panic("No working init found. ...")
+    (
+        "[    1.2] Initramfs unpacking failed: ZSTD-compressed data is truncated",
+        "initramfs-unpack-failed",
+        {"reason": "ZSTD-compressed data is truncated"},
+    ),
+    (
+        "[    2.0] Kernel panic - not syncing: No working init found.  Try passing init= option to kernel.",
+        "initramfs-unpack-failed",
+        {},
+    ),
+    # initramfs-tools scripts/local local_device_setup(): panic "ALERT!  ${dev_id} does not exist. ..."
+    (
+        "ALERT!  UUID=4e1f6a55-7d8c-4a8e-9a53-0d2f4d6f9b11 does not exist.  Dropping to a shell!",
+        "root-device-missing",
+        {"device": "UUID=4e1f6a55-7d8c-4a8e-9a53-0d2f4d6f9b11"},
+    ),
+    ("Gave up waiting for root file system device.  Common problems:", "root-device-missing", {}),
+    # dracut-dev-lib.sh wait_for_dev(): warn "\"$1\" does not exist"; dracut-lib.sh emergency_shell
+    (
+        '[  190.1] dracut Warning: "/dev/disk/by-uuid/4e1f6a55" does not exist',
+        "root-device-missing",
+        {"device": "/dev/disk/by-uuid/4e1f6a55"},
+    ),
+    ("dracut Warning: Could not boot.", "root-device-missing", {}),
+    # init/do_mounts.c (6.1) mount_block_root()
+    (
+        '[    2.9] VFS: Cannot open root device "vda" or unknown-block(0,0): error -6',
+        "root-device-missing",
+        {"device": "vda"},
+    ),
+    # initramfs-tools scripts/local local_mount_root(); busybox mount's message
+    ("Failed to mount /dev/vda as root file system.", "root-mount-failed", {"device": "/dev/vda"}),
+    (
+        "mount: mounting /dev/vda on /root failed: Invalid argument",
+        "root-mount-failed",
+        {"reason": "Invalid argument"},
+    ),
+    # dracut 95rootfs-block/mount-root.sh
+    (
+        "[   30.0] dracut Warning: Failed to mount -t btrfs -o ro /dev/vda /sysroot",
+        "root-mount-failed",
+        {"fs": "btrfs"},
+    ),
+    (
+        "[    3.0] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
+        "root-mount-failed",
+        {"block": "unknown-block(0,0)"},
+    ),
+    (
+        "modprobe: FATAL: Module virtio_blk not found in directory /lib/modules/6.1.0-56-cloud-amd64",
+        "module-missing",
+        {"module": "virtio_blk"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "rule_id", "params"), RULE_CASES)
+def test_each_rule_fires_on_its_real_message(line: str, rule_id: str, params: dict[str, str]) -> None:
+    report = analyze_text(line + "\n")
+    assert [f.id for f in report.findings] == [rule_id], report.to_json()
+    finding = report.findings[0]
+    assert finding.evidence[0].line == 1
+    for key, value in params.items():
+        assert value in finding.params[key], (key, finding.params)
+    assert set(finding.fix) == {"initramfs-tools", "dracut"}
+    assert all(finding.fix.values())
+
+
+def test_every_rule_has_a_case() -> None:
+    covered = {case[1] for case in RULE_CASES} | {"module-softdep-missing"}  # softdep: modcheck test below
+    assert covered == {r.id for r in RULES}
+
+
+def test_rule_table_is_consistent() -> None:
+    ids = [r.id for r in RULES]
+    assert len(ids) == len(set(ids))
+    graph = {r.id: {c.id for c in r.caused_by} for r in RULES}
+    for rule in RULES:
+        assert rule.severity in analyze.SEVERITIES
+        assert graph[rule.id] <= set(ids), rule.id
+        for m in rule.matches:
+            assert m.source in ("log", "modcheck")
+            assert m.needle and m.needle in m.regex.pattern.replace("\\", ""), (rule.id, m.needle)
+
+    def reaches(start: str, goal: str, seen: frozenset[str] = frozenset()) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph[start])
+
+    assert not any(reaches(r, r) for r in graph), "a rule is (indirectly) its own cause"
+
+
+# Logs of healthy boots are full of alarming words; none of these is a failure.
+HARMLESS = """\
+[    0.412000] Btrfs loaded, crc32c=crc32c-generic, zoned=yes, fsverity=yes
+[    1.020000] BTRFS: device fsid 0b8e2a4e-1b5e-4f39-9a59-0c6f7f7d2b1a devid 1 transid 6 /dev/vda scanned by btrfs (180)
+[    1.120000] BTRFS info (device vda): using crc32c (crc32c-generic) checksum algorithm
+[    1.130000] BTRFS info (device vda): disk space caching is enabled
+[    0.700000] cfg80211: Loading compiled-in X.509 certificates for regulatory database
+[    0.710000] platform regulatory.0: Direct firmware load for regulatory.db failed with error -2
+[    0.720000] cfg80211: failed to load regulatory.db
+[    0.800000] PM: Image not found (code -22)
+[    0.900000] RAS: Correctable Errors collector initialized.
+[    0.950000] device-mapper: core: CONFIG_IMA_DISABLE_HTABLE is disabled. Duplicate IMA measurements will not be recorded in the IMA log.
+[    1.000000] raid6: using avx2x2 recovery algorithm
+[    1.300000] EXT4-fs (vda1): mounted filesystem with ordered data mode. Quota mode: none.
+[    1.400000] systemd[1]: Failed to look up module alias 'autofs4': Function not implemented
+WARNING: failed to open /dev/btrfs-control, skipping device registration: No such file or directory
+Begin: Will now check root file system ... fsck from util-linux 2.38.1
+[    1.500000] random: crng init done
+[    1.600000] Unknown kernel command line parameters "BOOT_IMAGE=/vmlinuz", will be passed to user space.
+[    1.700000] usbcore: registered new interface driver usbhid
+[    1.800000] ACPI: PM: failed to power off
+"""  # noqa: E501
+
+
+def test_harmless_lines_of_a_healthy_boot_raise_nothing() -> None:
+    report = analyze_text(HARMLESS)
+    assert report.findings == []
+    assert not report.has_errors
+    assert report.headline() == "no known boot failure found"
+
+
+def test_consequences_link_to_their_cause() -> None:
+    log = (
+        "[    8.2] raid456: Unknown symbol crc32c (err -2)\n"
+        "[    8.9] btrfs: Unknown symbol crc32c (err -2)\n"
+        "modprobe: can't load module btrfs (kernel/fs/btrfs/btrfs.ko): unknown symbol in module, or unknown "
+        "parameter\n"
+        "mount: mounting /dev/vda on /root failed: No such device\n"
+        "Failed to mount /dev/vda as root file system.\n"
+    )
+    report = analyze_text(log)
+    ids = [(f.id, f.caused_by) for f in report.findings]
+    assert ids[0] == ("btrfs-crc32c-missing", None)
+    assert ("root-mount-failed", "btrfs-crc32c-missing") in ids
+    assert ("module-unknown-symbol", "btrfs-crc32c-missing") in ids  # raid456: the same missing libcrc32c
+    assert len(report.root_causes) == 1
+    assert report.headline().startswith("error: btrfs cannot load")
+    # The modprobe line about btrfs is evidence of the crc32c finding, not a finding of its own.
+    crc = report.findings[0]
+    assert any("can't load module btrfs" in e.text for e in crc.evidence)
+
+
+def test_version_mismatch_explains_its_unknown_symbol() -> None:
+    log = (
+        "[    3.1] dm9000: disagrees about version of symbol platform_driver_register\n"
+        "[    3.1] dm9000: Unknown symbol platform_driver_register (err -22)\n"
+        "[    3.2] e1000e: Unknown symbol pci_enable_msi (err -2)\n"
+    )
+    report = analyze_text(log)
+    by_module = {(f.id, f.params["module"][0]): f.caused_by for f in report.findings}
+    assert by_module[("module-unknown-symbol", "dm9000")] == "module-version-mismatch"
+    assert by_module[("module-unknown-symbol", "e1000e")] is None  # unrelated: its own root cause
+    assert by_module[("module-version-mismatch", "dm9000")] is None
+
+
+def test_a_root_mount_failure_on_its_own_is_the_root_cause() -> None:
+    report = analyze_text("Failed to mount /dev/vda as root file system.\n")
+    assert [(f.id, f.caused_by) for f in report.findings] == [("root-mount-failed", None)]
+
+
+def test_console_noise_is_handled() -> None:
+    """Carriage returns, colours, raw levels, kernel lines in the middle of shell output."""
+    log = (
+        "Loading, please wait...\r\n"
+        "Begin: Running /scripts/local-premount ... [    8.903056] btrfs: Unknown symbol crc32c (err -2)\r\n"
+        "\x1b[0;1;31mFailed to mount /dev/vda as root file system.\x1b[0m\r\n"
+        "<3>[    9.1] ext4: Unknown symbol jbd2_foo (err -2)\r\r\n"
+    )
+    report = analyze_text(log, "console.log")
+    found = {f.id: f for f in report.findings}
+    assert set(found) == {"btrfs-crc32c-missing", "root-mount-failed", "module-unknown-symbol"}
+    assert found["btrfs-crc32c-missing"].evidence[0].line == 2
+    assert found["btrfs-crc32c-missing"].evidence[0].text.startswith("[    8.903056] btrfs:")
+    assert "\x1b" not in found["root-mount-failed"].evidence[0].text
+    assert found["module-unknown-symbol"].evidence[0].line == 4
+    assert report.generator == "initramfs-tools"
+
+
+def test_syslog_and_journal_prefixes() -> None:
+    log = "Nov 25 16:00:01 host kernel: btrfs: Unknown symbol crc32c (err -2)\n"
+    assert analyze_text(log).findings[0].id == "btrfs-crc32c-missing"
+
+
+MODCHECK = """\
+# rescue modcheck 1
+fstype btrfs source=ROOTFSTYPE
+need btrfs root - loaded
+need libcrc32c dep btrfs missing
+need crypto-crc32c softdep btrfs builtin crc32c_generic
+need xxhash64 softdep btrfs missing
+crypto crc32c present driver=crc32c-generic
+result fail missing=libcrc32c
+"""
+
+
+def _capture(tmp_path: Path, files: dict[str, str], manifest: dict[str, object] | None = None) -> Path:
+    cap = tmp_path / "10.0.2.15" / "20261125T160000Z-1"
+    cap.mkdir(parents=True)
+    for name, text in files.items():
+        (cap / name).write_text(text)
+    if manifest is not None:
+        (cap / "manifest.json").write_text(json.dumps(manifest))
+    return cap
+
+
+def test_capture_directory_uses_modcheck_and_info(tmp_path: Path) -> None:
+    cap = _capture(
+        tmp_path,
+        {
+            "modcheck.txt": MODCHECK,
+            "info.txt": "KERNEL=6.1.0-56-cloud-amd64\nGENERATOR=dracut\nROOTFSTYPE=btrfs\n",
+            "dmesg.txt": "[    8.9] btrfs: Unknown symbol crc32c (err -2)\n",
+            "crypto.txt": "name         : crc32c\ndriver       : crc32c-generic\n",
+        },
+        {"status": "complete", "header": {"kernel": "6.1.0-56-cloud-amd64"}, "files": []},
+    )
+    report = analyze_path(cap)
+    assert report.kernel == "6.1.0-56-cloud-amd64"
+    assert report.generator == "dracut"
+    crc = report.findings[0]
+    assert crc.id == "btrfs-crc32c-missing"
+    assert {e.file for e in crc.evidence} == {"modcheck.txt", "dmesg.txt"}
+    assert (
+        "libcrc32c" in crc.fix["dracut"] and "dracut --force --kver 6.1.0-56-cloud-amd64" in crc.fix["dracut"]
+    )
+    assert crc.fix["initramfs-tools"].endswith("update-initramfs -u -k 6.1.0-56-cloud-amd64")
+    soft = [f for f in report.findings if f.id == "module-softdep-missing"]
+    assert soft and soft[0].severity == "info" and soft[0].params["module"] == ["xxhash64"]
+    text = report.render()
+    assert "fix (dracut)" in text and "fix (initramfs-tools)" not in text  # the generator in use only
+
+
+def test_modcheck_about_ext4_does_not_blame_btrfs(tmp_path: Path) -> None:
+    cap = _capture(tmp_path, {"modcheck.txt": "need ext4 root - loaded\nneed crc32c softdep ext4 missing\n"})
+    ids = [f.id for f in analyze_path(cap).findings]
+    assert "btrfs-crc32c-missing" not in ids
+    assert ids == ["module-softdep-missing"]
+
+
+def test_incomplete_capture_is_analysed_and_noted(tmp_path: Path) -> None:
+    cap = _capture(
+        tmp_path,
+        {"dmesg.txt": "btrfs: Unknown symbol crc32c (err -2)\n"},
+        {"status": "incomplete", "reason": "connection reset"},
+    )
+    report = analyze_path(cap)
+    assert report.findings[0].id == "btrfs-crc32c-missing"
+    assert any("incomplete" in n for n in report.notes)
+
+
+def test_json_document_is_stable(tmp_path: Path) -> None:
+    path = tmp_path / "dmesg.txt"
+    path.write_text("btrfs: Unknown symbol crc32c (err -2)\nFailed to mount /dev/vda as root file system.\n")
+    doc = analyze_path(path).to_json()
+    assert json.loads(json.dumps(doc)) == doc
+    assert set(doc) >= {"version", "source", "kernel", "generator", "findings", "counts", "has_errors"}
+    assert doc["version"] == 1 and doc["has_errors"] is True
+    f0 = doc["findings"][0]
+    assert set(f0) >= {"id", "severity", "title", "evidence", "fix", "caused_by"}
+    assert f0["evidence"][0] == {
+        "file": "dmesg.txt",
+        "line": 1,
+        "text": "btrfs: Unknown symbol crc32c (err -2)",
+    }
+    assert doc["findings"][1]["caused_by"] == "btrfs-crc32c-missing"
+    assert analyze_path(path).to_json() == doc  # same input, same document
+
+
+def test_human_output_fits_80_columns_and_puts_the_root_cause_first(tmp_path: Path) -> None:
+    path = tmp_path / "console.log"
+    path.write_text(
+        "Begin: Mounting root file system ... Begin: Running /scripts/local-premount ... "
+        "[    8.903056] btrfs: Unknown symbol crc32c (err -2)\n"
+        "mount: mounting /dev/disk/by-uuid/0b8e2a4e-1b5e-4f39-9a59-0c6f7f7d2b1a on /root failed: "
+        "No such device\n"
+    )
+    text = analyze_path(path).render()
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines), [ln for ln in lines if len(ln) > 80]
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("ERROR"))
+    assert "btrfs" in lines[first]
+    assert text.index("btrfs-crc32c-missing") < text.index("root-mount-failed")
+    assert "echo libcrc32c >> /etc/initramfs-tools/modules" in text
+
+
+def test_flood_of_repeats_is_capped(tmp_path: Path) -> None:
+    log = "".join(f"[{i:5d}.000000] e1000e: Unknown symbol sym{i} (err -2)\n" for i in range(100))
+    f = analyze_text(log).findings[0]
+    assert len(f.evidence) == analyze.MAX_EVIDENCE
+    assert f.omitted == 100 - analyze.MAX_EVIDENCE
+
+
+def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(RescueError, match="no such file"):
+        analyze_path(tmp_path / "nope")
+    binary = tmp_path / "stream.bin"
+    binary.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(RescueError, match="binary"):
+        analyze_path(binary)
+    empty = tmp_path / "capture"
+    empty.mkdir()
+    with pytest.raises(RescueError, match=r"nothing|no dmesg"):
+        analyze_path(empty)
+    (empty / "manifest.json").write_text("{not json")
+    (empty / "dmesg.txt").write_text("ok\n")
+    with pytest.raises(RescueError, match="not valid JSON"):
+        analyze_path(empty)
+    assert cli_main(["analyze", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("btrfs: Unknown symbol crc32c (err -2)\n")
+    good = tmp_path / "good.txt"
+    good.write_text(HARMLESS)
+    warn = tmp_path / "warn.txt"
+    warn.write_text("Direct firmware load for i915/tgl_dmc_ver2_12.bin failed with error -2\n")
+    assert cli_main(["analyze", str(bad)]) == 1
+    assert cli_main(["analyze", str(good)]) == 0
+    assert cli_main(["analyze", str(warn)]) == 0  # a warning is not an error
+    capsys.readouterr()
+    assert cli_main(["analyze", "--json", str(bad)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["findings"][0]["id"] == "btrfs-crc32c-missing" and doc["headline"].startswith("error:")
+
+
+def test_root_fs_type_from_the_capture_decides_the_link(tmp_path: Path) -> None:
+    log = "btrfs: Unknown symbol crc32c (err -2)\nFailed to mount /dev/vda as root file system.\n"
+    btrfs = _capture(tmp_path / "a", {"dmesg.txt": log, "info.txt": "ROOTFSTYPE=btrfs\n"})
+    assert [f.caused_by for f in analyze_path(btrfs).findings] == [None, "btrfs-crc32c-missing"]
+    # An ext4 root does not fail because btrfs (used for some other disk) could not load.
+    ext4 = _capture(tmp_path / "b", {"dmesg.txt": log, "info.txt": "ROOTFSTYPE=ext4\n"})
+    report = analyze_path(ext4)
+    assert [(f.id, f.caused_by) for f in report.findings] == [
+        ("btrfs-crc32c-missing", None),
+        ("root-mount-failed", None),
+    ]
+    assert report.findings[1].params["fs"] == ["ext4"]
+
+
+def test_oversized_log_is_read_up_to_a_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(analyze, "MAX_READ", 4096)
+    path = tmp_path / "dmesg.txt"
+    path.write_text(
+        "btrfs: Unknown symbol crc32c (err -2)\n" + "x" * 10_000 + "\nmore: Unknown symbol y (err -2)\n"
+    )
+    report = analyze_path(path)
+    assert [f.id for f in report.findings] == ["btrfs-crc32c-missing"]
+    assert report.notes == ["dmesg.txt: only the first 4,096 bytes were read"]
+
+
+def test_modcheck_failing_on_the_root_checksum(tmp_path: Path) -> None:
+    modcheck = (
+        "# rescue modcheck 1\nfstype btrfs source=ROOTFSTYPE\nneed btrfs root - loaded\n"
+        "need libcrc32c dep btrfs loaded\nneed xxhash64 softdep btrfs missing\n"
+        "need blake2b-256 softdep btrfs missing\n"
+        "# missing, needed only by filesystems that use them: blake2b-256\nresult fail missing=xxhash64\n"
+    )
+    report = analyze_path(_capture(tmp_path, {"modcheck.txt": modcheck}))
+    assert [(f.id, f.severity, f.caused_by) for f in report.findings] == [
+        ("btrfs-csum-unsupported", "error", None),
+        ("module-softdep-missing", "info", "btrfs-csum-unsupported"),  # xxhash64: the same hole
+        ("module-softdep-missing", "info", None),  # blake2b-256: optional
+    ]
+    assert "echo xxhash_generic >> /etc/initramfs-tools/modules" in report.findings[0].fix["initramfs-tools"]

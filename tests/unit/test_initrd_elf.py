@@ -1,0 +1,64 @@
+"""Kernel module metadata read from real .ko files (this host's Debian kernel), plain and compressed."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rescue.elf import read_module, unpack_ko
+from rescue.errors import RescueError
+from rescue.modules import ModuleDB
+from rescue.run import run
+from tests.conftest import require
+
+MODDIR = Path("/lib/modules/6.1.0-56-cloud-amd64")
+
+
+def _ko(rel: str) -> bytes:
+    path = MODDIR / rel
+    require(path.is_file(), f"{path} is not installed")
+    return path.read_bytes()
+
+
+def test_btrfs_needs_libcrc32c_by_modinfo_and_by_symbols() -> None:
+    btrfs = read_module(_ko("kernel/fs/btrfs/btrfs.ko"))
+    assert set(btrfs.depends) == {"libcrc32c", "zstd_compress", "raid6_pq", "xor"}
+    assert {"crc32c", "crc32c_impl"} <= btrfs.undefined
+    assert "pre: crypto-crc32c" in btrfs.modinfo["softdep"]
+    libcrc32c = read_module(_ko("kernel/lib/libcrc32c.ko"))
+    assert {"crc32c", "crc32c_impl"} <= libcrc32c.exported
+    assert libcrc32c.depends == []
+    assert not libcrc32c.undefined & libcrc32c.exported
+
+
+@pytest.mark.parametrize(
+    ("suffix", "argv"), [(".xz", ["xz", "-c"]), (".zst", ["zstd", "-q", "-c"]), (".gz", ["gzip", "-c"])]
+)
+def test_compressed_modules(suffix: str, argv: list[str]) -> None:
+    require(shutil.which(argv[0]) is not None, f"{argv[0]} is not installed")
+    raw = _ko("kernel/lib/libcrc32c.ko")
+    packed = run(argv, input=raw).stdout
+    assert unpack_ko("libcrc32c.ko" + suffix, packed) == raw
+    with pytest.raises(RescueError, match="cannot decompress"):
+        unpack_ko("libcrc32c.ko" + suffix, packed[: len(packed) // 2] + b"\0" * 8)
+
+
+def test_not_elf() -> None:
+    with pytest.raises(RescueError, match="not an ELF"):
+        read_module(b"#!/bin/sh\n" * 10)
+    with pytest.raises(RescueError, match="truncated"):
+        read_module(_ko("kernel/lib/libcrc32c.ko")[:200])
+
+
+def test_alias_resolution_with_globs() -> None:
+    db = ModuleDB.parse(
+        dep="kernel/fs/btrfs/btrfs.ko:\nkernel/drivers/block/virtio_blk.ko:\n",
+        alias="alias fs-btrfs btrfs\nalias virtio:d00000002v* virtio_blk\nalias crypto-crc32c crc32c_intel\n",
+        builtin_modinfo="crc32c_generic.alias=crypto-crc32c\0crc32c_generic.alias=crc32c\0",
+    )
+    assert db.resolve("fs-btrfs") == ("btrfs",)
+    assert db.resolve("virtio:d00000002v00001AF4") == ("virtio_blk",)
+    assert db.resolve("virtio:d00000003v00001AF4") == ()
+    assert set(db.resolve("crypto-crc32c")) == {"crc32c_intel", "crc32c_generic"}
