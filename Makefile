@@ -44,7 +44,6 @@ lint: venv
 
 bench: deps venv
 	$(BIN)/python -m tests.bench
-	$(BIN)/python -m tests.bench_hooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
