@@ -196,3 +196,26 @@ def test_premount_script_sends_only_with_rescue_always(
         # A good boot: the script reads the command line and does nothing else.
         assert proc.stdout == ""
         assert not (root / "run" / "rescue").exists()
+
+
+def test_an_installed_confdir_builds_an_image(tmp_path: Path) -> None:
+    """What a user does: `rescue hooks install --root R`, then mkinitramfs with R's confdir."""
+    import sys
+
+    _tools("mkinitramfs", "lsinitramfs")
+    root = tmp_path / "root"
+    shutil.copytree("/etc/initramfs-tools", root / "etc/initramfs-tools", symlinks=True)
+    (root / "etc/initramfs-tools/conf.d/zz-test").write_text("MODULES=most\n")
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/mkinitramfs").symlink_to("/usr/sbin/mkinitramfs")
+    argv = [sys.executable, "-m", "rescue", "hooks", "install", "--root", str(root),
+            "--host", "192.0.2.7", "--port", "4000"]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    image = tmp_path / "initrd.img"
+    subprocess.run(["mkinitramfs", "-d", str(root / "etc/initramfs-tools"), "-o", str(image), KVER],
+                   check=True, capture_output=True, timeout=900)  # fmt: skip
+    files = listing(image)
+    assert {"lib/rescue/collect.sh", "etc/rescue.conf", "scripts/panic/rescue", "bin/nc"} <= files
+    extracted = unpack(image, tmp_path / "x")
+    assert "RESCUE_HOST=192.0.2.7" in (extracted / "etc/rescue.conf").read_text().splitlines()
