@@ -118,9 +118,10 @@ def build_dracut_image(
     """A real `dracut --no-hostonly` image with the rescue-send module, from a temp copy of dracut's module
     dir (nothing is installed into the system's /usr/lib/dracut).
 
-    By default the image uses dracut's shell init, not systemd: booted under qemu here, the systemd initrd
-    waited without limit for dev-vda.device although the kernel had found vda, and never reached the
-    emergency hook; the shell init fails over to it (add rd.retry=N to bound the wait)."""
+    By default the image uses dracut's shell init, which reaches the emergency hook by itself (rd.retry=N
+    bounds the wait). With systemd=True, a btrfs root whose module does not load never becomes "ready" to
+    udev and systemd waits for it without limit: boot it with rd.timeout=N (measured: emergency hook and a
+    complete send with rd.timeout=30 under qemu TCG)."""
     dracut = _need("dracut", "dracut-core")
     _check_kernel(kver)
     names = _module_names(drop_modules)
