@@ -153,6 +153,9 @@ def install(root: Path, flavor: Flavor | None, config: Config, staging: Path) ->
     if not target.is_dir():
         raise RescueError(f"{target}: not a directory", hint=f"is {flavor} installed under {root}?")
     previous = _read_manifest(root)
+    if previous and previous.get("flavor") != str(flavor):
+        message = f"the {previous.get('flavor')} hooks are installed under {root}"
+        raise RescueError(message, hint="rescue hooks uninstall first")
     ours = {f["path"] for f in previous["files"]} if previous else set()
     rendered = render(staging, flavor, config)
     pairs = [(staging / rel, target / rel) for rel in rendered]

@@ -115,3 +115,12 @@ def test_bad_input_is_one_line_and_exit_2(itools_root: Path, args: list[str], me
     assert proc.returncode == 2
     assert message in proc.stderr
     assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_switching_flavor_needs_an_uninstall_first(itools_root: Path) -> None:
+    (itools_root / "usr/lib/dracut/modules.d").mkdir(parents=True)
+    assert rescue("hooks", "install", "--root", str(itools_root)).returncode == 0
+    proc = rescue("hooks", "install", "--root", str(itools_root), "--flavor", "dracut")
+    assert proc.returncode == 2
+    assert "uninstall first" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not (itools_root / "usr/lib/dracut/modules.d/90rescue-send").exists()
