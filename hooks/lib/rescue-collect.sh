@@ -537,7 +537,7 @@ btrfs_csum() {
 	_dev=${_dev%%:*}
 	[ -n "$_dev" ] || _dev=$(bb grep 'TYPE="btrfs"' "$B/blkid.txt" 2>/dev/null | bb head -n 1 | bb cut -d: -f1)
 	[ -n "$_dev" ] || return 0
-	case $(bb dd if="$P$_dev" bs=1 skip=65732 count=2 2>/dev/null | bb od -An -tu2 | bb tr -d ' ') in
+	case $(bb timeout 5 ${BB:+"$BB"} dd if="$P$_dev" bs=1 skip=65732 count=2 2>/dev/null | bb od -An -tu2 | bb tr -d ' ') in
 	0) echo crc32c ;;
 	1) echo xxhash64 ;;
 	2) echo sha256 ;;
@@ -591,7 +591,8 @@ blkid_lines() {
 	if [ -z "${RESCUE_BLKID:-}" ]; then
 		for _c in /sbin/blkid /usr/sbin/blkid /bin/blkid /usr/bin/blkid; do
 			if [ -x "$_c" ]; then
-				"$_c"
+				# A dying disk can hold a probe in the kernel for minutes: bounded.
+				bb timeout 10 "$_c"
 				return
 			fi
 		done
@@ -605,9 +606,9 @@ blkid_lines() {
 		_d=/dev/$_n
 		[ -e "$P$_d" ] || continue
 		_t=""
-		[ -n "$_fstype" ] && _t=$("$_fstype" "$P$_d" 2>/dev/null | bb sed -n 's/^FSTYPE=//p')
+		[ -n "$_fstype" ] && _t=$(bb timeout 5 "$_fstype" "$P$_d" 2>/dev/null | bb sed -n 's/^FSTYPE=//p')
 		if [ -z "$_t" ] || [ "$_t" = unknown ]; then
-			[ "$(bb dd if="$P$_d" bs=1 skip=65600 count=8 2>/dev/null)" = _BHRfS_M ] && _t=btrfs
+			[ "$(bb timeout 5 ${BB:+"$BB"} dd if="$P$_d" bs=1 skip=65600 count=8 2>/dev/null)" = _BHRfS_M ] && _t=btrfs
 		fi
 		[ -n "$_t" ] && [ "$_t" != unknown ] && echo "$_d: TYPE=\"$_t\""
 	done
@@ -763,32 +764,71 @@ if ! bb mkdir "$W/lock" 2>/dev/null; then
 	bb mkdir "$W/lock" || exit 1
 fi
 echo "$$" >"$W/lock/pid"
+# The hard bound: whatever hangs (a probe of a dying disk, a stuck tool), the shell gets its console back.
+# The work runs in a background subshell because `wait` returns on a signal, while a foreground pipeline
+# would keep the trap from running until the hung command ends.
+(
+	# /dev/null: an orphaned sleep must not hold the console (or a caller's pipe) open after we exit.
+	bb sleep $((RESCUE_TIMEOUT + 5)) </dev/null >/dev/null 2>&1
+	say "timed out after $((RESCUE_TIMEOUT + 5)) s; giving up"
+	kill -TERM $$
+) &
+WATCHDOG=$!
+WORK=""
+
+# Every process below PID (from /proc/*/stat: "pid (comm) state ppid ..."), so that nothing of a hung
+# pipeline stays behind holding the console.
+descendants() {
+	bb cat /proc/[0-9]*/stat 2>/dev/null | bb awk -v root="$1" '
+		{ line = $0; sub(/^.*\) /, "", line); split(line, f, " "); parent[$1] = f[2] }
+		END {
+			n = 1; q[1] = root
+			for (i = 1; i <= n; i++) for (p in parent) if (parent[p] == q[i]) { n++; q[n] = p; print p }
+		}'
+}
+
+stop_work() {
+	[ -n "$WORK" ] || return 0
+	# shellcheck disable=SC2046  # one pid per word
+	kill $(descendants "$WORK") "$WORK" 2>/dev/null
+}
+
 # Numbers, not names: klibc's sh (initramfs-tools with BUSYBOX=n) knows no EXIT.
-trap 'bb rm -rf "$W/lock"' 0
-trap 'exit 1' 1 2 15
-bb rm -rf "$B"
-bb mkdir -p "$B"
+trap 'kill "$WATCHDOG" 2>/dev/null; bb rm -rf "$W/lock"' 0
+trap 'stop_work; exit 1' 1 2 15
 
-KERNEL=$(first_line "$P/proc/sys/kernel/osrelease")
-[ -n "$KERNEL" ] || KERNEL=$(bb uname -r)
-HOSTNAME_=$(first_line "$P/proc/sys/kernel/hostname")
-[ -n "$HOSTNAME_" ] || HOSTNAME_=$(bb hostname 2>/dev/null)
-BOOT_ID=$(first_line "$P/proc/sys/kernel/random/boot_id")
-MODDIR=$P/lib/modules/$KERNEL
+main() {
+	bb rm -rf "$B"
+	bb mkdir -p "$B"
+	KERNEL=$(first_line "$P/proc/sys/kernel/osrelease")
+	[ -n "$KERNEL" ] || KERNEL=$(bb uname -r)
+	HOSTNAME_=$(first_line "$P/proc/sys/kernel/hostname")
+	[ -n "$HOSTNAME_" ] || HOSTNAME_=$(bb hostname 2>/dev/null)
+	BOOT_ID=$(first_line "$P/proc/sys/kernel/random/boot_id")
+	MODDIR=$P/lib/modules/$KERNEL
 
-say "collecting evidence (reason: $REASON)"
-collect
-modcheck
-if [ -z "$RESCUE_HOST" ]; then
-	NET_METHOD="not attempted (no host configured)"
+	say "collecting evidence (reason: $REASON)"
+	collect
+	modcheck
+	if [ -z "$RESCUE_HOST" ]; then
+		NET_METHOD="not attempted (no host configured)"
+		write_network
+		checksums
+		say "send failed: no host configured (set rescue.host= on the kernel command line)"
+		return 1
+	fi
+	if ! net_up; then
+		say "network: no address (see network.txt); trying to send anyway"
+	fi
 	write_network
 	checksums
-	say "send failed: no host configured (set rescue.host= on the kernel command line)"
-	exit 1
-fi
-if ! net_up; then
-	say "network: no address (see network.txt); trying to send anyway"
-fi
-write_network
-checksums
-send
+	send
+}
+
+# The subshell's own traps: the defaults (TERM ends it), not the parent's.
+(
+	trap - 0 1 2 15
+	main
+) &
+WORK=$!
+wait "$WORK"

@@ -3,6 +3,7 @@ real depmod). /proc and blkid are fixtures: the host's would describe this machi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 from pathlib import Path
@@ -283,3 +284,22 @@ def test_a_running_collector_is_not_doubled(busybox: str, tmp_path: Path) -> Non
     assert proc.returncode == 0
     assert f"another collector is running (pid {os.getpid()})" in proc.stdout
     assert not fake.bundle.exists()
+
+
+def test_the_watchdog_bounds_a_hang(busybox: str, tmp_path: Path) -> None:
+    # A FIFO with no writer blocks the read forever, as a probe of a dying disk can: the watchdog ends the
+    # collector shortly after RESCUE_TIMEOUT and gives the console back.
+    import os
+
+    fifo = tmp_path / "hang"
+    os.mkfifo(fifo)
+    fake = build(tmp_path / "f")
+    try:
+        proc = run_collector(busybox, fake, "test", timeout=60, RESCUE_DMESG=str(fifo), RESCUE_TIMEOUT="2")
+        assert "rescue: timed out after 7 s; giving up" in proc.stdout
+        assert proc.returncode != 0
+        assert not (fake.path / "run" / "rescue" / "lock").exists()
+    finally:
+        # Release the reader left behind: opening for writing and closing gives it EOF (ENXIO: none left).
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
