@@ -108,7 +108,8 @@ def main() -> None:
             print(
                 f"   {kind:7} sender, 512 MiB: socat->file {SIZE / ref / 2**20:6.0f} MiB/s, rescue listen "
                 f"{SIZE / ours / 2**20:6.0f} MiB/s = {ratio:.0%} of socat (goal >= {goal:.0%}) "
-                f"{'ok' if ratio >= goal else 'MISSED'}; final on disk (fsync, manifest, analysis) after {stored:.2f} s",
+                f"{'ok' if ratio >= goal else 'MISSED'}; "
+                f"final on disk (fsync, manifest, analysis) after {stored:.2f} s",
                 flush=True,
             )
         complete, hwm = concurrent_rss(work)
