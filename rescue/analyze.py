@@ -46,7 +46,7 @@ _PREFIX = re.compile(
     r"(?:\[\s*[TC]\d+\]\s?)?"
 )
 # Console output interleaves kernel lines with shell output mid-line: split before each printk time.
-_MIDLINE_TIME = re.compile(r"(?<=\S)(?<!<\d>)(?<!<\d\d>)(?<!<\d\d\d>)\s*(?=(?:<\d{1,3}>)?\[\s*\d+\.\d{6}\])")
+_TIME = re.compile(r"(?:<\d{1,3}>)?\[\s*\d+\.\d{6}\]")
 
 
 def clean(raw: str) -> str:
@@ -61,8 +61,13 @@ def clean(raw: str) -> str:
 
 def messages(text: str) -> list[tuple[str, str]]:
     """The messages in one cleaned line (console output may carry several): (as shown, without prefixes)."""
-    pieces = _MIDLINE_TIME.split(text) if "]" in text else [text]
-    return [(p.strip(), _PREFIX.sub("", p.strip(), count=1)) for p in pieces if p.strip()]
+    cuts = [0]
+    if "[" in text:
+        first = _TIME.match(text)  # a line's own level and time are not a second message
+        start = first.end() if first else 1
+        cuts += [m.start() for m in _TIME.finditer(text, start)]
+    pieces = [text[a:b].strip() for a, b in zip(cuts, [*cuts[1:], len(text)], strict=True)]
+    return [(p, _PREFIX.sub("", p, count=1)) for p in pieces if p]
 
 
 def is_text(data: bytes) -> bool:
@@ -104,6 +109,7 @@ class Inputs:
     modcheck: dict[str, str] = field(default_factory=dict)
     info: dict[str, str] = field(default_factory=dict)
     header: dict[str, str] = field(default_factory=dict)
+    cmdline: str = ""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -111,6 +117,7 @@ class Inputs:
         return sorted({*self.logs, *self.modcheck})
 
 
+MAX_PARAMS = 50  # values kept per param (symbols, modules) of one finding
 MAX_READ = 128 << 20  # a boot log is megabytes; a runaway stream should not exhaust memory
 
 
@@ -173,6 +180,8 @@ def _load_capture(path: Path) -> Inputs:
             inputs.modcheck[f.name] = text
         elif f.name == "info.txt":
             inputs.info = _keyvalues(text)
+        elif f.name == "cmdline.txt":
+            inputs.cmdline = text.strip()
         elif f.name not in _NOT_LOGS:
             inputs.logs[f.name] = text
     if not inputs.logs and not inputs.modcheck:
@@ -208,7 +217,7 @@ _NEEDLES = {"log": _needles("log"), "modcheck": _needles("modcheck")}
 class _Draft:
     rule: Rule
     evidence: list[Evidence] = field(default_factory=list)
-    params: dict[str, list[str]] = field(default_factory=dict)
+    params: dict[str, dict[str, None]] = field(default_factory=dict)  # ordered sets
     raised: bool = False  # a non-support line matched
     omitted: int = 0
     seen: set[str] = field(default_factory=set)
@@ -218,8 +227,10 @@ class _Draft:
     ) -> None:
         self.raised |= not support
         for key, value in groups.items():
-            if value and value not in self.params.setdefault(key, []):
-                self.params[key].append(value)
+            if value:
+                values = self.params.setdefault(key, {})
+                if len(values) < MAX_PARAMS:
+                    values[value] = None
         # A repeated message (every modprobe retry; the same line in dmesg.txt and console.log) is shown once.
         same = same or ev.text
         if same in self.seen:
@@ -239,17 +250,20 @@ class _Hints:
     dracut: int = 0
     initramfs_tools: int = 0
     kernels: dict[str, int] = field(default_factory=dict)
+    cmdline: str = ""
 
-    def see(self, raw: str) -> None:
-        for _, message in messages(clean(raw)):
+    def see(self, found: list[tuple[str, str]]) -> None:
+        for _, message in found:
             self.dracut += bool(_DRACUT.search(message))
             self.initramfs_tools += bool(_INITRAMFS_TOOLS.search(message))
             m = _LINUX_VERSION.match(message)
             if m:
                 self.kernels[m.group(1)] = self.kernels.get(m.group(1), 0) + 1
+            if message.startswith("Kernel command line: "):
+                self.cmdline = message[len("Kernel command line: ") :]
 
 
-_HINT_WORDS = re.compile(r"dracut|Begin: |ALERT!|Loading, please wait|Linux version")
+_HINT_WORDS = re.compile(r"dracut|Begin: |ALERT!|Loading, please wait|Linux version|Kernel command line")
 
 
 def _scan(inputs: Inputs) -> tuple[list[_Draft], int, _Hints]:
@@ -262,13 +276,18 @@ def _scan(inputs: Inputs) -> tuple[list[_Draft], int, _Hints]:
         for name, text in files.items():
             for number, raw in enumerate(text.split("\n"), 1):
                 lines += 1
-                if source == "log" and _HINT_WORDS.search(raw):
-                    hints.see(raw)
-                if not needles.search(raw):
+                # Colours can sit inside a message (systemd's unit names): look at such lines cleaned.
+                probe = clean(raw) if "\x1b" in raw else raw
+                hint = source == "log" and _HINT_WORDS.search(probe) is not None
+                if not hint and not needles.search(probe):
                     continue
-                shown = clean(raw)
-                for piece, message in messages(shown) if source == "log" else [(shown, shown)]:
-                    _match_line(rules, message, Evidence(name, number, piece[:300]), drafts)
+                shown = probe if probe is not raw else clean(raw)
+                found = messages(shown) if source == "log" else [(shown, shown)]
+                if hint:
+                    hints.see(found)
+                for piece, message in found:
+                    if needles.search(message):
+                        _match_line(rules, message, Evidence(name, number, piece[:300]), drafts)
     return list(drafts.values()), lines, hints
 
 
@@ -318,7 +337,9 @@ def _symbol_owner(kver: str | None) -> Callable[[str], str | None]:
 
 
 def _title(rule: Rule, params: dict[str, list[str]]) -> str:
-    values = {k: ", ".join(v) for k, v in params.items()}
+    values = {
+        k: ", ".join(v[:3]) + (f" (+{len(v) - 3} more)" if len(v) > 3 else "") for k, v in params.items()
+    }
 
     class _Default(dict[str, str]):
         def __missing__(self, key: str) -> str:
@@ -359,8 +380,11 @@ def link(findings: list[Finding]) -> None:
     for f in findings:
         rule = RULES_BY_ID.get(f.id)
         for cause in rule.caused_by if rule else ():
-            if any(c.id == cause.id and c is not f and _agree(f, c, cause.same) for c in findings):
-                f.caused_by = cause.id
+            found = next(
+                (c for c in findings if c.id == cause.id and c is not f and _agree(f, c, cause.same)), None
+            )
+            if found:
+                f.caused_by, f.cause = cause.id, found
                 break
 
 
@@ -387,7 +411,7 @@ def order(findings: list[Finding]) -> list[Finding]:
             return
         placed.add(id(f))
         out.append(f)
-        for c in sorted((c for c in findings if c.caused_by == f.id), key=key):
+        for c in sorted((c for c in findings if c.cause is f), key=key):
             place(c)
 
     for f in sorted((f for f in findings if f.caused_by is None), key=key):
@@ -400,9 +424,12 @@ def order(findings: list[Finding]) -> list[Finding]:
 def analyze_inputs(inputs: Inputs) -> Report:
     drafts, lines, hints = _scan(inputs)
     ctx = _context(inputs, hints)
+    # The root file system type: what the collector found, else rootfstype= on the kernel command line.
     defaults = {}
-    if inputs.info.get("ROOTFSTYPE"):
-        defaults["fs"] = inputs.info["ROOTFSTYPE"]
+    cmdline = dict(w.partition("=")[::2] for w in (inputs.cmdline or hints.cmdline).split())
+    fstype = inputs.info.get("ROOTFSTYPE") or cmdline.get("rootfstype", "")
+    if fstype and fstype != "auto":
+        defaults["fs"] = fstype
     findings = build_findings(drafts, ctx, defaults)
     return Report(
         source=inputs.source,

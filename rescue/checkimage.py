@@ -55,7 +55,7 @@ _CRC32C = {
 @dataclass
 class Need:
     name: str  # a module name or an alias (crypto-crc32c)
-    kind: str  # root | dep | softdep | symbol
+    kind: str  # root | dep | softdep (a dep found through a symbol says so in witnesses)
     parent: str | None
     status: str = "missing"  # in-image | builtin | missing
     provider: str | None = None
@@ -314,6 +314,10 @@ def check_image(path: Path, *, require: Iterable[str] = (), kernel_version: str 
     host_db, host_symbols = _host_db(kver)
     k = _Knowledge(image, moddir, image_db, host_db, host_symbols, files)
     roots = list(require) or default_roots()
+    if host_db:
+        unknown = [r for r in roots if not k.resolve(r) and not k.resolve(f"fs-{r}")]
+        if unknown:
+            raise RescueError(f"no module or file system called {', '.join(unknown)} in kernel {kver}")
     needs = closure(k, roots)
     generator = _generator(image)
     ctx = Context(kver=kver, generator=generator, symbol_owner=k.symbol_owner)

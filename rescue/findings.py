@@ -35,6 +35,7 @@ class Finding:
     caused_by: str | None = None
     params: dict[str, list[str]] = field(default_factory=dict)  # what the evidence named: module, symbol...
     omitted: int = 0  # evidence lines beyond MAX_EVIDENCE
+    cause: Finding | None = field(default=None, repr=False, compare=False)  # the finding caused_by names
 
     def to_json(self) -> dict[str, Any]:
         return {

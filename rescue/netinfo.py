@@ -6,8 +6,6 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-
 
 @dataclass(frozen=True)
 class HostAddress:
@@ -29,6 +27,8 @@ def host_addresses(bind: str = "0.0.0.0") -> list[HostAddress]:
     """
     if bind not in ("0.0.0.0", "", "::"):
         return [HostAddress(bind, 32, "bound", False)]
+    from pyroute2 import IPRoute  # imported here: it costs 0.15 s, which other sub-commands need not pay
+
     with IPRoute() as ipr:
         names = {link["index"]: link.get("IFLA_IFNAME") or str(link["index"]) for link in ipr.get_links()}
         default_ifs = {r.get("RTA_OIF") for r in ipr.get_routes(family=socket.AF_INET) if r["dst_len"] == 0}

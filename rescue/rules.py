@@ -156,11 +156,13 @@ def _fix_param_modules(name: str) -> FixFn:
 def _fix_version_mismatch(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
     mods = ", ".join(params.get("module", [])) or "the module"
     kver = ctx.kver or "KVER"
-    note = (
-        f"# {mods} was built for another kernel: reinstall it for {kver}\n"
-        f"# (apt-get install --reinstall linux-image-{kver}, or dkms autoinstall -k {kver})"
-    )
-    return rebuild_with(note, note)(params, ctx)
+    it, dr = _rebuild(ctx)
+    why = f"# {mods}: not built for the kernel that boots; reinstall the module's package"
+    dkms = f"# (a module built by dkms: dkms autoinstall -k {kver})"
+    return {
+        "initramfs-tools": f"{why}\napt-get install --reinstall linux-image-{kver}\n{dkms}\n{it}",
+        "dracut": f"{why}\n# (for a kernel module: the kernel package for {kver})\n{dkms}\n{dr}",
+    }
 
 
 def _fix_root_device(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
@@ -172,6 +174,16 @@ def _fix_root_device(params: dict[str, list[str]], ctx: Context) -> dict[str, st
         "dracut": f"{check}\n# if the disk driver is missing (virtio_blk, nvme, ahci...), add it:\n"
         f"# echo 'add_drivers+=\" DRIVER \"' >> {DRACUT_CONF}\n{dr}",
     }
+
+
+def _fix_root_mount(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
+    fs = (params.get("fs") or ["FSTYPE"])[0]
+    image = f"/boot/initrd.img-{ctx.kver}" if ctx.kver else "/boot/initrd.img-KVER"
+    check = (
+        "# compare root=, rootfstype=, rootflags= (cat /proc/cmdline) with blkid; can the image mount it?\n"
+        f"rescue check-image {image} --require {fs}"
+    )
+    return rebuild_with(check, check)(params, ctx)
 
 
 def _fix_firmware(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
@@ -251,7 +263,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         id="module-version-mismatch",
         severity="error",
-        title="{module} was built for a different kernel (symbol versions disagree)",
+        title="{module} was built for a different kernel",
         matches=(
             log(
                 "disagrees about version of symbol",
@@ -261,6 +273,11 @@ RULES: tuple[Rule, ...] = (
             log("version magic", _MODULE + r": version magic '(?P<have>[^']*)' should be '(?P<want>[^']*)'"),
             log("nvalid module format", _BUSYBOX_MODPROBE + r"[Ii]nvalid module format", support=True),
             log("nvalid module format", _KMOD_MODPROBE + r"[Ii]nvalid module format", support=True),
+            log(
+                "nvalid module format",
+                r"insmod: can't insert '(?:[^']*/)?(?P<module>[\w-]+)\.ko[^']*': [Ii]nvalid module format",
+                support=True,
+            ),
         ),
         fix=_fix_version_mismatch,
         group_by=("module",),
@@ -366,12 +383,15 @@ RULES: tuple[Rule, ...] = (
             ),
             log("Unable to mount root fs", r"VFS: Unable to mount root fs on (?P<block>\S+)"),
             log("No filesystem could mount root", r"No filesystem could mount root, tried:"),
+            # dracut with systemd: the unit's failure is on the console, mount's own words in the journal.
+            log("Failed to mount sysroot.mount", r"Failed to mount sysroot\.mount\b"),
+            log(
+                "Initrd Root File System",
+                r"Dependency failed for .*\bInitrd Root File System\b",
+                support=True,
+            ),
         ),
-        fix=rebuild_with(
-            "# check root=, rootfstype= and rootflags= on the kernel command line against blkid,\n"
-            "# and that the file system's module is in the image (rescue check-image)",
-            "# check root=, rootfstype= and rootflags= against blkid; rescue check-image the image",
-        ),
+        fix=_fix_root_mount,
         from_context=("fs",),
         caused_by=(
             Cause("btrfs-crc32c-missing", (("fs", "fs"),)),

@@ -17,8 +17,9 @@ from pathlib import Path
 from rescue.analyze import analyze_path
 from rescue.checkimage import check_image
 from rescue.run import run
+from tests.integration.images import installed_kernel
 
-KVER = "6.1.0-56-cloud-amd64"
+KVER = installed_kernel()
 IMAGE = Path(f"/boot/initrd.img-{KVER}")
 RECORDED = Path(__file__).resolve().parent / "data" / "analyze"
 

@@ -14,6 +14,20 @@ from pathlib import Path
 
 from rescue.run import run
 
+
+def installed_kernel() -> str:
+    """The Debian cloud kernel installed here (its version changes with security updates), else any kernel
+    with modules and a vmlinuz; "" when there is none."""
+    found = sorted(
+        (d.name for d in Path("/lib/modules").glob("*") if (d / "modules.dep").is_file()),
+        key=lambda v: ("cloud" in v, v),
+    )
+    for kver in reversed(found):
+        if Path(f"/boot/vmlinuz-{kver}").is_file():
+            return kver
+    return found[-1] if found else ""
+
+
 _DROP_HOOK = """#!/bin/sh
 # Test hook: remove modules from the image to reproduce an initramfs that lacks them.
 PREREQ=""
@@ -53,6 +67,15 @@ def build_initramfs_tools_image(
 
 
 def build_dracut_image(out: Path, kver: str, *, omit_drivers: Sequence[str] = ()) -> Path:
+    try:
+        from rescue import imagebuild  # type: ignore[attr-defined]
+    except ImportError:
+        imagebuild = None
+    if imagebuild is not None:
+        built: Path = imagebuild.build_dracut_image(
+            out, kver, host="127.0.0.1", port=3333, drop_modules=omit_drivers
+        )
+        return built
     argv: list[str | Path] = ["dracut", "--no-hostonly", "--force", "--quiet"]
     if omit_drivers:
         argv += ["--omit-drivers", " ".join(omit_drivers)]

@@ -23,8 +23,9 @@ from rescue.cpio import CpioEntry, write_newc
 from rescue.errors import RescueError
 from rescue.run import run
 from tests.conftest import require
+from tests.integration.images import installed_kernel
 
-KVER = "6.1.0-56-cloud-amd64"
+KVER = installed_kernel()
 HOST = Path("/lib/modules") / KVER
 BTRFS_DEPS = [
     "kernel/fs/btrfs/btrfs.ko",
@@ -132,6 +133,8 @@ def test_kernel_version_choice(tmp_path: Path) -> None:
     with pytest.raises(RescueError, match=r"no modules for kernel 9\.9"):
         check_image(image, require=["btrfs"], kernel_version="9.9")
     assert check_image(image, require=["btrfs"], kernel_version=KVER).kernel == KVER
+    with pytest.raises(RescueError, match="no module or file system called btrfss"):
+        check_image(image, require=["btrfss"])
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

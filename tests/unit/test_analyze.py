@@ -438,3 +438,13 @@ def test_modcheck_failing_on_the_root_checksum(tmp_path: Path) -> None:
         ("module-softdep-missing", "info", None),  # blake2b-256: optional
     ]
     assert "echo xxhash_generic >> /etc/initramfs-tools/modules" in report.findings[0].fix["initramfs-tools"]
+
+
+def test_many_failing_lines_stay_readable() -> None:
+    log = "".join(f"[{i:6d}.000000] mod{i % 5}: Unknown symbol sym{i} (err -2)\n" for i in range(5000))
+    report = analyze_text(log)
+    assert len(report.findings) == 5
+    f = report.findings[0]
+    assert f.title == "mod0 cannot load: unknown symbol sym0, sym5, sym10 (+47 more)"
+    assert len(f.params["symbol"]) == analyze.MAX_PARAMS
+    assert len(f.evidence) == analyze.MAX_EVIDENCE and f.omitted == 1000 - analyze.MAX_EVIDENCE

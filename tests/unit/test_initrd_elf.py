@@ -12,8 +12,9 @@ from rescue.errors import RescueError
 from rescue.modules import ModuleDB
 from rescue.run import run
 from tests.conftest import require
+from tests.integration.images import installed_kernel
 
-MODDIR = Path("/lib/modules/6.1.0-56-cloud-amd64")
+MODDIR = Path("/lib/modules") / installed_kernel()
 
 
 def _ko(rel: str) -> bytes:
