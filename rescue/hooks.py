@@ -195,10 +195,20 @@ def uninstall(root: Path) -> dict[str, Any]:
     manifest = _read_manifest(root)
     if manifest is None:
         raise RescueError(f"rescue hooks are not installed under {root} (no {root / MANIFEST})")
-    for entry in manifest["files"]:
-        (root / entry["path"]).unlink(missing_ok=True)
+    try:
+        files = [str(entry["path"]) for entry in manifest["files"]]
+        dirs = [str(d) for d in manifest.get("dirs", [])]
+    except (KeyError, TypeError):
+        bad = root / MANIFEST
+        raise RescueError(f"{bad}: not a rescue manifest", hint="remove the hooks by hand") from None
+    # Only relative paths inside root: the manifest decides what gets deleted.
+    for rel in files + dirs:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise RescueError(f"{root / MANIFEST}: refusing path {rel!r}", hint="remove the hooks by hand")
+    for rel in files:
+        (root / rel).unlink(missing_ok=True)
     (root / MANIFEST).unlink()
-    for rel in sorted(manifest.get("dirs", []), key=len, reverse=True):
+    for rel in sorted(dirs, key=len, reverse=True):
         path = root / rel
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()

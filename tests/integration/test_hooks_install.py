@@ -124,3 +124,14 @@ def test_switching_flavor_needs_an_uninstall_first(itools_root: Path) -> None:
     assert proc.returncode == 2
     assert "uninstall first" in proc.stderr and proc.stderr.count("\n") == 1
     assert not (itools_root / "usr/lib/dracut/modules.d/90rescue-send").exists()
+
+
+def test_uninstall_refuses_a_manifest_that_points_outside(itools_root: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    manifest = itools_root / "var/lib/rescue/hooks-installed.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"flavor": "initramfs-tools", "files": [{"path": "../victim"}], "dirs": []}\n')
+    proc = rescue("hooks", "uninstall", "--root", str(itools_root))
+    assert proc.returncode == 2 and "refusing path" in proc.stderr
+    assert victim.read_text() == "keep me\n"
