@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "rescue.listener",
     "rescue.analyze",
     "rescue.checkimage",
+    "rescue.hooks",
     "rescue.replay",
 ]
 

@@ -51,7 +51,7 @@ class Connection(asyncio.BufferedProtocol):
         self._buf = bytearray(BUFFER)
         self._fill = 0
         self.kind: str | None = None  # header, tar, gzip, raw; with a header: "header+tar" etc.
-        self.header: dict[str, str] = {}
+        self.header: dict[str, str] | None = None  # the RESCUE/1 fields, once a header line was read
         self.received = 0  # bytes off the wire, header included
         self.bytes = 0  # body bytes stored
         self.started = time.monotonic()
@@ -101,7 +101,7 @@ class Connection(asyncio.BufferedProtocol):
             self._fail_io(e)
 
     def eof_received(self) -> bool:
-        if self.kind is None and self._fill == 0 and not self.header:
+        if self.kind is None and self._fill == 0 and self.header is None:
             self.done = True  # connected and sent nothing (a port probe): nothing to store
             return False
         if not self.done:
@@ -117,7 +117,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
-        if self.kind is None and self._fill == 0 and not self.header:
+        if self.kind is None and self._fill == 0 and self.header is None:
             self.done = True
         if not self.done:
             with contextlib.suppress(OSError):
@@ -133,10 +133,10 @@ class Connection(asyncio.BufferedProtocol):
         kind = protocol.detect_kind(prefix, eof)
         if kind is None:
             return False
-        if kind == "header" and not self.header:
+        if kind == "header" and self.header is None:
             line, _, rest = prefix.partition(b"\n")
             try:
-                self.header = protocol.parse_header(line) or {"": ""}
+                self.header = protocol.parse_header(line)
             except protocol.HeaderError as e:
                 self._reject(str(e))
                 return True
@@ -149,10 +149,10 @@ class Connection(asyncio.BufferedProtocol):
             if not rest and not eof:
                 return False  # the body has not started yet
             return self._detect(eof=eof)
-        if self.settings.token and not self.header:
+        if self.settings.token and self.header is None:
             self._reject("a token is required: send a 'RESCUE/1 token=...' header line first")
             return True
-        self.kind = f"header+{kind}" if self.header else kind
+        self.kind = kind if self.header is None else f"header+{kind}"
         self.capture = self.server.store.new_capture(self.peer, time.time())
         if kind == "raw":
             self.raw_name = self._raw_name(prefix)
@@ -162,7 +162,8 @@ class Connection(asyncio.BufferedProtocol):
         return True
 
     def _raw_name(self, prefix: bytes) -> str:
-        wanted = safe_relpath(self.header.get("name", "")) if self.header.get("name") else None
+        name = (self.header or {}).get("name")
+        wanted = safe_relpath(name) if name else None
         if wanted and "/" not in wanted and wanted != SPOOL:
             return wanted
         return "dmesg.txt" if protocol.looks_like_dmesg(prefix) else "stream.bin"
@@ -171,7 +172,7 @@ class Connection(asyncio.BufferedProtocol):
         want = self.settings.token
         if not want:
             return None
-        got = self.header.get("token", "")
+        got = (self.header or {}).get("token", "")
         if not hmac.compare_digest(got.encode(), want.encode()):
             return "wrong token" if got else "missing token"
         return None
@@ -192,7 +193,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _reject(self, reason: str) -> None:
         self.capture = self.server.store.new_capture(self.peer, time.time())
-        self.kind = "header" if self.header else "raw"
+        self.kind = "raw" if self.header is None else "header"
         self.finish("rejected", reason)
 
     def _fail_io(self, e: OSError) -> None:
@@ -297,7 +298,7 @@ class ListenServer:
         cap.manifest.update(
             ended=iso(time.time()),
             kind=conn.kind,
-            header={k: v for k, v in conn.header.items() if k not in ("token", "")},
+            header={k: v for k, v in (conn.header or {}).items() if k != "token"},
             stream={"bytes": conn.bytes},
             files=[f.to_json() for f in files],
             status=status,

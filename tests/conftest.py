@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -40,6 +40,8 @@ def busybox() -> str:
 class Listener:
     """A real `rescue listen` process on 127.0.0.1 with an OS-chosen port, read through its --json events."""
 
+    live: ClassVar[list[Listener]] = []  # every one started in the current test, stopped when it ends
+
     def __init__(
         self, directory: Path, *extra: str, bind: str = "127.0.0.1", wrap: list[str] | None = None
     ) -> None:
@@ -62,6 +64,7 @@ class Listener:
         # The human-readable side (stderr with --json) goes to a file: a pipe nobody reads could fill up.
         self.stderr_path = directory.parent / f"listener-{id(self)}.stderr"
         self._stderr = self.stderr_path.open("w")
+        Listener.live.append(self)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         self.events: list[dict[str, Any]] = []
         # A thread turns stdout lines into events: select() on a buffered pipe would miss buffered lines.
@@ -111,6 +114,13 @@ class Listener:
             if self.proc.poll() is None:
                 self.proc.kill()
             self._stderr.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_listener_outlives_its_test() -> Iterator[None]:
+    yield
+    while Listener.live:
+        Listener.live.pop().stop()
 
 
 @pytest.fixture

@@ -1,0 +1,61 @@
+#!/bin/sh
+# dracut module for rescue: when the boot fails (dracut's emergency hook), send the evidence to the rescue
+# listener. Named rescue-send because dracut already ships a module called "rescue" (03rescue).
+# `rescue hooks render --flavor dracut` puts collect.sh and rescue.conf beside this file.
+# dracut images have no nc: the module brings busybox (nc, tar, sha256sum, udhcpc) and klibc ipconfig.
+
+# shellcheck disable=SC2154  # moddir and initdir are set by dracut
+
+_rescue_busybox() {
+	for _b in /bin/busybox /usr/bin/busybox; do
+		if [ -x "$_b" ] && "$_b" --list | grep -qx nc; then
+			echo "$_b"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# called by dracut
+check() {
+	# Without busybox's nc the image could collect but never send.
+	_rescue_busybox >/dev/null || return 1
+	[ -r "$moddir/collect.sh" ] || return 1
+	return 0
+}
+
+# called by dracut
+depends() {
+	return 0
+}
+
+# called by dracut
+installkernel() {
+	# This machine's network drivers, and the ones a VM usually has (missing ones are skipped).
+	for _dev in /sys/class/net/*; do
+		[ -e "$_dev/device/driver/module" ] || continue
+		_mod=$(readlink "$_dev/device/driver/module")
+		instmods "${_mod##*/}"
+	done
+	instmods virtio_pci virtio_net e1000 e1000e
+	return 0
+}
+
+# called by dracut
+install() {
+	inst_simple "$moddir/collect.sh" /lib/rescue/collect.sh
+	chmod 755 "$initdir/lib/rescue/collect.sh"
+	if [ -r "$moddir/rescue.conf" ]; then
+		inst_simple "$moddir/rescue.conf" /etc/rescue.conf
+		chmod 600 "$initdir/etc/rescue.conf"
+	fi
+	inst_binary "$(_rescue_busybox)" /lib/rescue/busybox
+	if [ -x /usr/lib/klibc/bin/ipconfig ]; then
+		inst_simple /usr/lib/klibc/bin/ipconfig /lib/rescue/ipconfig
+		for _lib in /lib/klibc-*.so; do
+			[ -e "$_lib" ] && inst_simple "$_lib"
+		done
+	fi
+	inst_hook emergency 50 "$moddir/rescue-emergency.sh"
+	return 0
+}

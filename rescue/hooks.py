@@ -1,0 +1,314 @@
+"""`rescue hooks render|install|uninstall`: put the initramfs hooks (hooks/) where the generator finds them.
+
+A rendered tree is self-contained. For initramfs-tools it is laid out like a confdir (hooks/rescue,
+scripts/panic/rescue, scripts/local-premount/rescue, rescue/collect.sh, rescue/rescue.conf), so
+`cp -a DIR/. /etc/initramfs-tools/` or `mkinitramfs -d CONFDIR` works with no other file. For dracut it is a
+modules.d tree (90rescue-send/...); dracut already ships a module named "rescue", hence "rescue-send".
+`install` is render plus copy into the live system (or under --root); it records what it added so that
+`uninstall` removes exactly that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from rescue.errors import RescueError
+from rescue.resources import hooks_dir
+from rescue.run import run
+
+DRACUT_MODULE = "90rescue-send"
+DRACUT_NAME = "rescue-send"
+MANIFEST = Path("var/lib/rescue/hooks-installed.json")
+DRACUT_CONF = Path("etc/dracut.conf.d/90-rescue-send.conf")
+
+_HOST = re.compile(r"^[A-Za-z0-9._:-]{1,253}$")
+_TOKEN = re.compile(r"^[!-~]{1,256}$")  # printable, no spaces: it travels as one header word
+_IP = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
+
+
+class Flavor(StrEnum):
+    INITRAMFS_TOOLS = "initramfs-tools"
+    DRACUT = "dracut"
+
+
+@dataclass(frozen=True)
+class Config:
+    """What gets baked into /etc/rescue.conf; the kernel command line overrides each value."""
+
+    host: str | None = None
+    port: int = 3333
+    token: str | None = None
+    ip: str | None = None
+    timeout: int = 30
+
+    def validate(self) -> None:
+        if self.host is not None and not _HOST.match(self.host):
+            raise RescueError(f"bad --host {self.host!r}", hint="a host name or an IP address")
+        if not 1 <= self.port <= 65535:
+            raise RescueError(f"bad --port {self.port}", hint="1-65535")
+        if self.token is not None and not _TOKEN.match(self.token):
+            raise RescueError("bad --token", hint="printable characters, no spaces")
+        if self.ip is not None and not _IP.match(self.ip):
+            raise RescueError(f"bad --ip {self.ip!r}", hint="dhcp, none, or the kernel's ip= form")
+        if not 1 <= self.timeout <= 3600:
+            raise RescueError(f"bad --timeout {self.timeout}", hint="1-3600 seconds")
+
+    def text(self) -> str:
+        lines = [
+            "# rescue: written by `rescue hooks`; the kernel command line overrides these",
+            "# (rescue.host= rescue.port= rescue.token= rescue.ip= rescue=off)",
+            f"RESCUE_HOST={self.host or ''}",
+            f"RESCUE_PORT={self.port}",
+            f"RESCUE_TIMEOUT={self.timeout}",
+        ]
+        if self.token:
+            lines.append(f"RESCUE_TOKEN={self.token}")
+        if self.ip:
+            lines.append(f"RESCUE_IP={self.ip}")
+        return "\n".join(lines) + "\n"
+
+
+def _copy(src: Path, dest: Path, mode: int) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    dest.chmod(mode)
+
+
+def render(out: Path, flavor: Flavor, config: Config) -> list[Path]:
+    """Write the hooks for `flavor` under `out`; return the files written, relative to `out`."""
+    config.validate()
+    src = hooks_dir()
+    collector = src / "lib" / "rescue-collect.sh"
+    if not collector.is_file():
+        raise RescueError(f"{collector}: missing", hint="a broken installation of rescue")
+    files: list[tuple[Path, Path | str, int]] = []  # (relative dest, source file or text, mode)
+    if flavor is Flavor.INITRAMFS_TOOLS:
+        base = src / "initramfs-tools"
+        for name in ("hooks/rescue", "scripts/panic/rescue", "scripts/local-premount/rescue"):
+            files.append((Path(name), base / name, 0o755))
+        files.append((Path("rescue/collect.sh"), collector, 0o755))
+        files.append((Path("rescue/rescue.conf"), config.text(), 0o600))
+    else:
+        base = src / "dracut" / DRACUT_MODULE
+        for name in ("module-setup.sh", "rescue-emergency.sh"):
+            files.append((Path(DRACUT_MODULE) / name, base / name, 0o755))
+        files.append((Path(DRACUT_MODULE) / "collect.sh", collector, 0o755))
+        files.append((Path(DRACUT_MODULE) / "rescue.conf", config.text(), 0o600))
+    written: list[Path] = []
+    for rel, source, mode in files:
+        dest = out / rel
+        if isinstance(source, Path):
+            _copy(source, dest, mode)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(source)
+            dest.chmod(mode)
+        written.append(rel)
+    return written
+
+
+def detect_flavor(root: Path) -> Flavor:
+    """initramfs-tools when it is installed (Debian's default; dracut-core can sit beside it), else dracut."""
+    if (root / "usr/sbin/mkinitramfs").exists() and (root / "etc/initramfs-tools").is_dir():
+        return Flavor.INITRAMFS_TOOLS
+    if (root / "usr/lib/dracut/modules.d").is_dir():
+        return Flavor.DRACUT
+    raise RescueError(f"no initramfs generator found under {root}", hint="install initramfs-tools or dracut")
+
+
+def _target(root: Path, flavor: Flavor) -> Path:
+    if flavor is Flavor.INITRAMFS_TOOLS:
+        return root / "etc/initramfs-tools"
+    return root / "usr/lib/dracut/modules.d"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_manifest(root: Path) -> dict[str, Any] | None:
+    path = root / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RescueError(f"{path}: unreadable ({e})", hint="remove it and the hooks by hand") from None
+    return data
+
+
+def install(root: Path, flavor: Flavor | None, config: Config, staging: Path) -> dict[str, Any]:
+    """Copy the rendered hooks into `root`; refuse to overwrite files rescue did not put there."""
+    flavor = flavor or detect_flavor(root)
+    target = _target(root, flavor)
+    if not target.is_dir():
+        raise RescueError(f"{target}: not a directory", hint=f"is {flavor} installed under {root}?")
+    previous = _read_manifest(root)
+    if previous and previous.get("flavor") != str(flavor):
+        message = f"the {previous.get('flavor')} hooks are installed under {root}"
+        raise RescueError(message, hint="rescue hooks uninstall first")
+    ours = {f["path"] for f in previous["files"]} if previous else set()
+    rendered = render(staging, flavor, config)
+    pairs = [(staging / rel, target / rel) for rel in rendered]
+    if flavor is Flavor.DRACUT:
+        conf = staging / "dracut.conf"
+        conf.write_text(
+            f'# rescue: always include the {DRACUT_NAME} module\nadd_dracutmodules+=" {DRACUT_NAME} "\n'
+        )
+        pairs.append((conf, root / DRACUT_CONF))
+    for _src, dest in pairs:
+        rel = str(dest.relative_to(root))
+        if dest.exists() and rel not in ours:
+            raise RescueError(f"{dest}: exists and was not installed by rescue", hint="move it away first")
+    created_dirs: list[str] = list(previous.get("dirs", [])) if previous else []
+
+    def note_new_dirs(rel: Path) -> None:
+        for parent in reversed(rel.parents[:-1]):
+            if not (root / parent).exists() and str(parent) not in created_dirs:
+                created_dirs.append(str(parent))
+
+    note_new_dirs(MANIFEST)
+    files: list[dict[str, str]] = []
+    for src, dest in pairs:
+        note_new_dirs(dest.relative_to(root))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        dest.chmod(src.stat().st_mode & 0o777)
+        files.append({"path": str(dest.relative_to(root)), "sha256": _sha256(dest)})
+    manifest = {"flavor": str(flavor), "files": files, "dirs": created_dirs}
+    (root / MANIFEST).parent.mkdir(parents=True, exist_ok=True)
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def uninstall(root: Path) -> dict[str, Any]:
+    """Remove exactly what install added (files, then the directories it created, when empty)."""
+    manifest = _read_manifest(root)
+    if manifest is None:
+        raise RescueError(f"rescue hooks are not installed under {root} (no {root / MANIFEST})")
+    try:
+        files = [str(entry["path"]) for entry in manifest["files"]]
+        dirs = [str(d) for d in manifest.get("dirs", [])]
+    except (KeyError, TypeError):
+        bad = root / MANIFEST
+        raise RescueError(f"{bad}: not a rescue manifest", hint="remove the hooks by hand") from None
+    # Only relative paths inside root: the manifest decides what gets deleted.
+    for rel in files + dirs:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise RescueError(f"{root / MANIFEST}: refusing path {rel!r}", hint="remove the hooks by hand")
+    for rel in files:
+        (root / rel).unlink(missing_ok=True)
+    (root / MANIFEST).unlink()
+    for rel in sorted(dirs, key=len, reverse=True):
+        path = root / rel
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    return manifest
+
+
+def update_images(flavor: Flavor, kver: str) -> None:
+    """Rebuild the running system's initramfs for `kver` so the hooks take effect."""
+    if flavor is Flavor.INITRAMFS_TOOLS:
+        run(["update-initramfs", "-u", "-k", kver], capture=False)
+    else:
+        run(["dracut", "--force", "--kver", kver], capture=False)
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return Config(host=args.host, port=args.port, token=args.token, ip=args.ip, timeout=args.timeout)
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    written = render(Path(args.out), Flavor(args.flavor), _config(args))
+    for rel in written:
+        print(Path(args.out) / rel)
+    return 0
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    import tempfile
+
+    root = Path(args.root)
+    flavor = None if args.flavor == "auto" else Flavor(args.flavor)
+    if args.update and root.resolve() != Path("/"):
+        raise RescueError("--update rebuilds this system's initramfs; it cannot be used with --root")
+    config = _config(args)
+    with tempfile.TemporaryDirectory(prefix="rescue-hooks-") as tmp:
+        manifest = install(root, flavor, config, Path(tmp))
+    for entry in manifest["files"]:
+        print(f"installed {root / entry['path']}")
+    if not config.host:
+        print("note: no --host baked in; boot with rescue.host=H rescue.port=P on the kernel command line")
+    if args.update:
+        update_images(Flavor(manifest["flavor"]), args.kver)
+    else:
+        print(f"the hooks take effect with the next initramfs build (update-initramfs -u -k {args.kver})")
+    return 0
+
+
+def _cmd_uninstall(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    if args.update and root.resolve() != Path("/"):
+        raise RescueError("--update rebuilds this system's initramfs; it cannot be used with --root")
+    manifest = uninstall(root)
+    for entry in manifest["files"]:
+        print(f"removed {root / entry['path']}")
+    if args.update:
+        update_images(Flavor(manifest["flavor"]), args.kver)
+    return 0
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="the listener's address, baked into /etc/rescue.conf")
+    p.add_argument("--port", type=_port, default=3333, help="the listener's port (default 3333)")
+    p.add_argument("--token", help="sent in the RESCUE/1 header (the listener's --token)")
+    p.add_argument("--ip", help="network setup: dhcp (default), none, or the kernel's ip= form")
+    p.add_argument("--timeout", type=int, default=30, help="the collector's total time limit in seconds")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hooks = sub.add_parser("hooks", help="render, install or remove the initramfs hooks")
+    hsub = hooks.add_subparsers(dest="hooks_command", required=True, parser_class=type(hooks))
+
+    p = hsub.add_parser("render", help="write the hooks into a directory")
+    p.add_argument("--out", required=True, help="directory to write (a confdir or a dracut modules.d tree)")
+    p.add_argument("--flavor", choices=[f.value for f in Flavor], default=Flavor.INITRAMFS_TOOLS.value)
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_render)
+
+    kver = os.uname().release
+    p = hsub.add_parser("install", help="install the hooks into this system (or under --root)")
+    p.add_argument("--root", default="/", help="the system's root directory (default /)")
+    p.add_argument("--flavor", choices=["auto", *(f.value for f in Flavor)], default="auto")
+    p.add_argument("--update", action="store_true", help="rebuild the initramfs of --kver afterwards")
+    p.add_argument("--kver", default=kver, help=f"kernel version for --update (default {kver})")
+    _add_config_args(p)
+    p.set_defaults(func=_cmd_install)
+
+    p = hsub.add_parser("uninstall", help="remove exactly what install added")
+    p.add_argument("--root", default="/", help="the system's root directory (default /)")
+    p.add_argument("--update", action="store_true", help="rebuild the initramfs of --kver afterwards")
+    p.add_argument("--kver", default=kver, help=f"kernel version for --update (default {kver})")
+    p.set_defaults(func=_cmd_uninstall)

@@ -1,0 +1,160 @@
+"""Real initramfs images with the rescue hooks in them: mkinitramfs -d CONFDIR and dracut --no-hostonly.
+
+Used by the image tests, the analysis tests and the qemu boots. `drop_modules` removes kernel modules from
+the image the way a broken configuration would (the classic: libcrc32c missing next to btrfs).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from rescue.errors import RescueError
+from rescue.hooks import DRACUT_NAME, Config, Flavor, render
+from rescue.run import run
+
+SYSTEM_CONFDIR = Path("/etc/initramfs-tools")
+DRACUT_BASEDIR = Path("/usr/lib/dracut")
+
+# Runs after every other hook of the confdir (its prereqs name them all) and before mkinitramfs runs depmod
+# on the image, so the image's own modules.dep stays consistent: the hole shows only against the kernel's.
+_DROP_HOOK = """#!/bin/sh
+PREREQ="{prereqs}"
+prereqs() {{
+	echo "$PREREQ"
+}}
+case $1 in
+prereqs)
+	prereqs
+	exit 0
+	;;
+esac
+for name in {names}; do
+	find "$DESTDIR/lib/modules/$version" "$DESTDIR/usr/lib/modules/$version" -name "$name.ko*" \\
+		-exec rm -f {{}} + 2>/dev/null || true
+done
+exit 0
+"""
+
+
+def _need(tool: str, package: str) -> str:
+    path = shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if path is None:
+        raise RescueError(f"{tool} not found", hint=f"install {package} (make deps)")
+    return path
+
+
+def _check_kernel(kver: str) -> None:
+    if not (Path("/lib/modules") / kver / "modules.dep").is_file():
+        raise RescueError(f"kernel {kver}: no /lib/modules/{kver}/modules.dep", hint="install its package")
+
+
+def _module_names(names: Sequence[str]) -> list[str]:
+    out = []
+    for name in names:
+        base = name.rsplit("/", 1)[-1].split(".ko", 1)[0]
+        if not base or not all(c.isalnum() or c in "_-" for c in base):
+            raise RescueError(f"bad module name to drop: {name!r}")
+        out.append(base)
+    return out
+
+
+def build_initramfs_tools_image(
+    out: Path,
+    kver: str,
+    *,
+    host: str,
+    port: int,
+    token: str | None = None,
+    modules: str = "most",
+    drop_modules: Sequence[str] = (),
+    hooks: bool = True,
+) -> Path:
+    """A real `mkinitramfs -d CONFDIR -o OUT KVER` with the rescue hooks rendered into a temp confdir
+    (hooks=False builds the same image without them, to measure what they add)."""
+    mkinitramfs = _need("mkinitramfs", "initramfs-tools")
+    _check_kernel(kver)
+    if modules not in ("most", "dep", "netboot", "list"):
+        raise RescueError(f"bad MODULES value {modules!r}", hint="most, dep, netboot or list")
+    names = _module_names(drop_modules)
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rescue-confdir-") as tmp:
+        confdir = Path(tmp) / "initramfs-tools"
+        if SYSTEM_CONFDIR.is_dir():
+            shutil.copytree(SYSTEM_CONFDIR, confdir, symlinks=True)
+        else:
+            confdir.mkdir()
+        if not (confdir / "initramfs.conf").exists():
+            (confdir / "initramfs.conf").write_text("MODULES=most\nBUSYBOX=auto\nCOMPRESS=zstd\n")
+        conf_d = confdir / "conf.d"
+        conf_d.mkdir(exist_ok=True)
+        # conf.d is read after initramfs.conf: these win over the system's settings.
+        (conf_d / "zz-rescue-image").write_text(f"MODULES={modules}\nBUSYBOX=y\n")
+        if hooks:
+            render(confdir, Flavor.INITRAMFS_TOOLS, Config(host=host, port=port, token=token))
+        if names:
+            hookdir = confdir / "hooks"
+            others = sorted(p.name for p in hookdir.iterdir() if p.is_file())
+            drop = hookdir / "zz-rescue-drop-modules"
+            drop.write_text(_DROP_HOOK.format(prereqs=" ".join(others), names=" ".join(names)))
+            drop.chmod(0o755)
+        run([mkinitramfs, "-d", str(confdir), "-o", str(out), kver], timeout=900)
+    return out
+
+
+def build_dracut_image(
+    out: Path,
+    kver: str,
+    *,
+    host: str,
+    port: int,
+    token: str | None = None,
+    drop_modules: Sequence[str] = (),
+    systemd: bool = False,
+) -> Path:
+    """A real `dracut --no-hostonly` image with the rescue-send module, from a temp copy of dracut's module
+    dir (nothing is installed into the system's /usr/lib/dracut).
+
+    By default the image uses dracut's shell init, which reaches the emergency hook by itself (rd.retry=N
+    bounds the wait). With systemd=True, a btrfs root whose module does not load never becomes "ready" to
+    udev and systemd waits for it without limit: boot it with rd.timeout=N (measured: emergency hook and a
+    complete send with rd.timeout=30 under qemu TCG)."""
+    dracut = _need("dracut", "dracut-core")
+    _check_kernel(kver)
+    names = _module_names(drop_modules)
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rescue-dracut-") as tmp:
+        base = Path(tmp) / "dracut"
+        base.mkdir()
+        # dracut finds its modules under $dracutbasedir: the system's entries, linked, plus ours.
+        for entry in DRACUT_BASEDIR.iterdir():
+            if entry.name != "modules.d":
+                (base / entry.name).symlink_to(entry)
+        modules_d = base / "modules.d"
+        modules_d.mkdir()
+        for entry in (DRACUT_BASEDIR / "modules.d").iterdir():
+            (modules_d / entry.name).symlink_to(entry)
+        render(modules_d, Flavor.DRACUT, Config(host=host, port=port, token=token))
+        confdir = Path(tmp) / "conf.d"
+        confdir.mkdir()
+        argv = [dracut, "--no-hostonly", "--force", "--quiet", "--conf", "/dev/null",
+                "--confdir", str(confdir), "--add", DRACUT_NAME]  # fmt: skip
+        if names:
+            argv += ["--omit-drivers", " ".join(names)]
+        if not systemd:
+            argv += ["--omit", "systemd systemd-initrd dracut-systemd systemd-udevd systemd-journald"]
+        argv += [str(out), kver]
+        run(argv, env=_dracut_env(base), timeout=900)
+    return out
+
+
+def _dracut_env(base: Path) -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    env["dracutbasedir"] = str(base)
+    return env

@@ -1,0 +1,137 @@
+"""`rescue hooks render|install|uninstall` through the real command line, into temporary roots."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def rescue(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rescue", *args], capture_output=True, text=True, timeout=60)
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every path under root with its mode and (for files) content, to compare before and after."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            out[rel] = oct(p.stat().st_mode) + (p.read_text() if p.is_file() else "")
+    return out
+
+
+@pytest.fixture
+def itools_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/mkinitramfs").write_text("#!/bin/sh\n")
+    (root / "etc/initramfs-tools/scripts/panic").mkdir(parents=True)
+    (root / "etc/initramfs-tools/initramfs.conf").write_text("MODULES=most\n")
+    return root
+
+
+def test_render_initramfs_tools_is_a_confdir(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = rescue("hooks", "render", "--out", str(out), "--host", "10.0.2.2", "--port", "4444",
+                  "--token", "t0k")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    for rel in ("hooks/rescue", "scripts/panic/rescue", "scripts/local-premount/rescue", "rescue/collect.sh"):
+        assert (out / rel).stat().st_mode & 0o777 == 0o755, rel
+    conf = out / "rescue/rescue.conf"
+    assert conf.stat().st_mode & 0o777 == 0o600  # it may hold the token
+    lines = conf.read_text().splitlines()
+    assert {"RESCUE_HOST=10.0.2.2", "RESCUE_PORT=4444", "RESCUE_TOKEN=t0k"} <= set(lines)
+    repo = Path(__file__).resolve().parent.parent.parent
+    assert (out / "rescue/collect.sh").read_bytes() == (repo / "hooks/lib/rescue-collect.sh").read_bytes()
+
+
+def test_render_dracut_is_a_module_dir(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = rescue("hooks", "render", "--out", str(out), "--flavor", "dracut")
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in (out / "90rescue-send").iterdir())
+    assert names == ["collect.sh", "module-setup.sh", "rescue-emergency.sh", "rescue.conf"]
+    assert "RESCUE_HOST=\n" in (out / "90rescue-send/rescue.conf").read_text()
+
+
+def test_install_then_uninstall_leaves_the_root_as_it_was(itools_root: Path) -> None:
+    before = tree(itools_root)
+    proc = rescue("hooks", "install", "--root", str(itools_root), "--host", "192.0.2.1")
+    assert proc.returncode == 0, proc.stderr
+    confdir = itools_root / "etc/initramfs-tools"
+    assert (confdir / "hooks/rescue").is_file()
+    assert (confdir / "scripts/panic/rescue").is_file()
+    assert "RESCUE_HOST=192.0.2.1" in (confdir / "rescue/rescue.conf").read_text()
+    # Installing again (a new host) replaces rescue's own files.
+    proc = rescue("hooks", "install", "--root", str(itools_root), "--host", "192.0.2.9")
+    assert proc.returncode == 0, proc.stderr
+    assert "RESCUE_HOST=192.0.2.9" in (confdir / "rescue/rescue.conf").read_text()
+    proc = rescue("hooks", "uninstall", "--root", str(itools_root))
+    assert proc.returncode == 0, proc.stderr
+    assert "removed " in proc.stdout
+    assert tree(itools_root) == before
+
+
+def test_install_dracut_flavor(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "usr/lib/dracut/modules.d/99base").mkdir(parents=True)
+    before = tree(root)
+    proc = rescue("hooks", "install", "--root", str(root), "--flavor", "auto", "--host", "h.example")
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "usr/lib/dracut/modules.d/90rescue-send/module-setup.sh").is_file()
+    conf = root / "etc/dracut.conf.d/90-rescue-send.conf"
+    assert 'add_dracutmodules+=" rescue-send "' in conf.read_text()
+    assert rescue("hooks", "uninstall", "--root", str(root)).returncode == 0
+    assert tree(root) == before
+
+
+def test_install_does_not_overwrite_foreign_files(itools_root: Path) -> None:
+    foreign = itools_root / "etc/initramfs-tools/scripts/panic/rescue"
+    foreign.write_text("#!/bin/sh\n# someone else's\n")
+    proc = rescue("hooks", "install", "--root", str(itools_root))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "not installed by rescue" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert foreign.read_text() == "#!/bin/sh\n# someone else's\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["hooks", "uninstall", "--root", "{root}"], "not installed"),
+        (["hooks", "install", "--root", "{root}", "--port", "70000"], "port out of range"),
+        (["hooks", "install", "--root", "{root}", "--host", "a b"], "bad --host"),
+        (["hooks", "install", "--root", "{root}", "--update"], "cannot be used with --root"),
+        (["hooks", "install", "--root", "{root}/nothing"], "no initramfs generator"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(itools_root: Path, args: list[str], message: str) -> None:
+    proc = rescue(*(a.format(root=itools_root) for a in args))
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_switching_flavor_needs_an_uninstall_first(itools_root: Path) -> None:
+    (itools_root / "usr/lib/dracut/modules.d").mkdir(parents=True)
+    assert rescue("hooks", "install", "--root", str(itools_root)).returncode == 0
+    proc = rescue("hooks", "install", "--root", str(itools_root), "--flavor", "dracut")
+    assert proc.returncode == 2
+    assert "uninstall first" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not (itools_root / "usr/lib/dracut/modules.d/90rescue-send").exists()
+
+
+def test_uninstall_refuses_a_manifest_that_points_outside(itools_root: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep me\n")
+    manifest = itools_root / "var/lib/rescue/hooks-installed.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"flavor": "initramfs-tools", "files": [{"path": "../victim"}], "dirs": []}\n')
+    proc = rescue("hooks", "uninstall", "--root", str(itools_root))
+    assert proc.returncode == 2 and "refusing path" in proc.stderr
+    assert victim.read_text() == "keep me\n"
