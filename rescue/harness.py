@@ -237,7 +237,7 @@ class Harness:
     def mkinitramfs_missing_root(self, port: int, log_name: str = "mkinitramfs-missing-root") -> BootResult:
         """Scenario 5b: a complete image; root= names a missing disk (rootdelay keeps the wait short)."""
         img = self.generator_image("initramfs-tools", drop=())
-        args = kernel_cmdline(*self._root_args(port, root="/dev/vdb"), "rootdelay=3", panic=False)
+        args = kernel_cmdline(*self._root_args(port, root="/dev/vdb"), "rootdelay=1", panic=False)
         spec = replace(
             self.spec(img, disks=[self.btrfs_root()], kernel=self.generator_kernel()[1]), cmdline=args
         )

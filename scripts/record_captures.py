@@ -1,4 +1,4 @@
-"""Record real captures into tests/captures/ by running scenarios 1, 2, 4 (and 5) under qemu.
+"""Record real captures into tests/captures/ by running scenarios 1, 2, 4 and 5 under qemu.
 
     .venv/bin/python scripts/record_captures.py [--only NAME]...
 
@@ -36,6 +36,7 @@ def scenarios(h: Harness) -> dict[str, Scenario]:
         from rescue import imagebuild  # noqa: F401
 
         found["mkinitramfs-btrfs-crc32c-missing"] = (h.mkinitramfs_broken_btrfs, "btrfs-crc32c-missing")
+        found["mkinitramfs-root-device-missing"] = (h.mkinitramfs_missing_root, "root-device-missing")
     except ImportError:
         print("record: rescue.imagebuild is not there: scenario 5 skipped", file=sys.stderr)
     return found
