@@ -110,11 +110,11 @@ def qemu_argv(spec: VMSpec) -> list[str]:
 
 def make_btrfs_image(rootdir: Path, image: Path, size_mb: int = 128) -> Path:
     """A btrfs filesystem holding rootdir, in a plain file (mkfs.btrfs --rootdir needs no loop device)."""
-    if shutil.which("mkfs.btrfs", path=os.environ.get("PATH", "") + ":/sbin:/usr/sbin") is None:
+    mkfs = shutil.which("mkfs.btrfs", path=os.environ.get("PATH", "") + ":/sbin:/usr/sbin")
+    if mkfs is None:
         raise RescueError("mkfs.btrfs: command not found", hint="install btrfs-progs (make deps)")
     with image.open("wb") as f:
         f.truncate(size_mb * 1024 * 1024)
-    mkfs = shutil.which("mkfs.btrfs", path=os.environ.get("PATH", "") + ":/sbin:/usr/sbin") or "mkfs.btrfs"
     run([mkfs, "-q", "-f", "--rootdir", rootdir, image])
     return image
 

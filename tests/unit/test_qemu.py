@@ -88,3 +88,21 @@ def test_guest_markers_are_read_from_the_console_log() -> None:
         "noise rescue-test: end: root not mounted\r\n"
     )
     assert markers_in(log) == ["waiting for root /dev/vda", "end: root not mounted"]
+
+
+def test_btrfs_image_from_a_directory_without_loop_devices(tmp_path: Path) -> None:
+    import shutil
+
+    from rescue.qemu import make_btrfs_image
+    from tests.conftest import require
+
+    require(
+        shutil.which("mkfs.btrfs", path="/sbin:/usr/sbin:/bin:/usr/bin") is not None, "btrfs-progs missing"
+    )
+    tree = tmp_path / "tree"
+    (tree / "sbin").mkdir(parents=True)
+    (tree / "sbin" / "init").write_text("#!/bin/sh\n")
+    image = make_btrfs_image(tree, tmp_path / "d.img", size_mb=128)
+    data = image.read_bytes()
+    assert len(data) == 128 * 1024 * 1024
+    assert data[0x10040:0x10048] == b"_BHRfS_M"  # the btrfs superblock magic, at 64 KiB + 0x40
