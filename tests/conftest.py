@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +27,15 @@ def require(condition: bool, reason: str) -> None:
     if os.environ.get("RESCUE_REQUIRE_ALL_TIERS"):
         pytest.fail(f"required tier cannot run: {reason}")
     pytest.skip(reason)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll a condition under one deadline (for what has no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout}s")
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Listener, nc_send
+from tests.conftest import Listener, nc_send, wait_until
 
 DMESG = (
     b"[    0.000000] Linux version 6.1.0-56-cloud-amd64\n"
@@ -316,7 +316,8 @@ def test_term_lets_a_transfer_in_flight_finish(tmp_path: Path) -> None:
 def test_kill_then_restart_nothing_looks_complete(tmp_path: Path) -> None:
     lst = Listener(tmp_path / "captures")
     s = _slow_sender(lst.port)
-    lst.wait_for("progress")
+    # The listener puts buffered bytes on disk within about a second: wait for that, then KILL it.
+    wait_until(lambda: any(lst.dir.glob("*/*/dmesg.txt.partial")), 10, "bytes on disk")
     lst.proc.kill()
     lst.proc.wait(timeout=10)
     s.close()
