@@ -340,6 +340,8 @@ RULES: tuple[Rule, ...] = (
         title="the root device never appeared",
         matches=(
             log("does not exist", r"ALERT!\s+(?P<device>\S+) does not exist\.\s+Dropping to a shell!"),
+            # The collector's own check: initramfs-tools prints its ALERT on the console only.
+            modcheck("rootdev", r"^rootdev (?P<device>\S+) missing$"),
             log("Gave up waiting for root", r"Gave up waiting for root (?:file system )?device"),
             log("does not exist", r'dracut Warning: "?(?P<device>/dev/[^" ]+)"? does not exist'),
             log("Could not boot", r"dracut Warning: Could not boot\."),

@@ -531,6 +531,33 @@ root_blkid_line() {
 	esac
 }
 
+# Whether the root device is there: "SPEC present", "SPEC missing", or nothing when it cannot be told
+# (no root= at all, or a network or pool root such as nfs or ZFS=). initramfs-tools prints its
+# "ALERT! ... does not exist" on the console only, so the bundle has to say it itself.
+root_device_state() {
+	_root=$(root_spec)
+	case $_root in
+	/dev/nfs) ;; # the kernel's name for an NFS root, never a device node
+	/dev/*)
+		_name=${_root#/dev/}
+		if [ -e "$P$_root" ] || bb grep -qE "[[:space:]]${_name}\$" "$B/partitions.txt" 2>/dev/null ||
+			bb grep -qF "$_root:" "$B/blkid.txt" 2>/dev/null; then
+			echo "$_root present"
+		else
+			echo "$_root missing"
+		fi
+		;;
+	UUID=* | LABEL=* | PARTUUID=* | PARTLABEL=*)
+		_by=$(echo "${_root%%=*}" | bb tr 'A-Z' 'a-z')
+		if [ -n "$(root_blkid_line)" ] || [ -e "$P/dev/disk/by-$_by/${_root#*=}" ]; then
+			echo "$_root present"
+		else
+			echo "$_root missing"
+		fi
+		;;
+	esac
+}
+
 # The checksum algorithm of a btrfs root (superblock at 64 KiB, csum_type at byte 196): btrfs needs the
 # module for it, while the other checksum softdeps are optional.
 btrfs_csum() {
@@ -572,6 +599,12 @@ modcheck() {
 			echo "$_p $(ko_info "$_p" depends)" >>"$W/kodeps"
 		done <"$W/follow"
 	done
+	_rootdev=$(root_device_state)
+	if [ -n "$_rootdev" ]; then
+		# Before the last line: "result ..." stays last.
+		{ bb sed '$d' "$W/modcheck.new"; echo "rootdev $_rootdev"; bb tail -n 1 "$W/modcheck.new"; } >"$W/modcheck.tmp"
+		bb mv "$W/modcheck.tmp" "$W/modcheck.new"
+	fi
 	bb mv "$W/modcheck.new" "$B/modcheck.txt"
 	bb mv "$W/modules-dep.new" "$B/modules-dep.txt"
 	while read -r _line; do

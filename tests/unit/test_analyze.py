@@ -448,3 +448,13 @@ def test_many_failing_lines_stay_readable() -> None:
     assert f.title == "mod0 cannot load: unknown symbol sym0, sym5, sym10 (+47 more)"
     assert len(f.params["symbol"]) == analyze.MAX_PARAMS
     assert len(f.evidence) == analyze.MAX_EVIDENCE and f.omitted == 1000 - analyze.MAX_EVIDENCE
+
+
+def test_modcheck_saying_the_root_device_is_missing(tmp_path: Path) -> None:
+    # What the collector writes when initramfs-tools gave up on ROOT=/dev/vdb (its ALERT is console-only).
+    modcheck = "# rescue modcheck 1\nfstype unknown source=none\nrootdev /dev/vdb missing\nresult ok\n"
+    report = analyze_path(_capture(tmp_path, {"modcheck.txt": modcheck, "info.txt": "ROOT=/dev/vdb\n"}))
+    assert [f.id for f in report.findings] == ["root-device-missing"]
+    assert report.findings[0].evidence[0].text == "rootdev /dev/vdb missing"
+    present = "# rescue modcheck 1\nfstype btrfs source=blkid\nrootdev /dev/vda present\nresult ok\n"
+    assert analyze_path(_capture(tmp_path / "ok", {"modcheck.txt": present})).findings == []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.collector_root import HOST_MODDIR, FakeRoot, build, run_collector
+from tests.collector_root import BTRFS_UUID, HOST_MODDIR, FakeRoot, build, run_collector
 from tests.conftest import require
 
 MEMBERS = {
@@ -303,3 +303,25 @@ def test_the_watchdog_bounds_a_hang(busybox: str, tmp_path: Path) -> None:
         # Release the reader left behind: opening for writing and closing gives it EOF (ENXIO: none left).
         with contextlib.suppress(OSError):
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize(
+    ("env", "cmdline", "line"),
+    [
+        ({}, "root=UUID={uuid}", f"rootdev UUID={BTRFS_UUID} present"),
+        ({"ROOT": "/dev/vda"}, "quiet", "rootdev /dev/vda present"),
+        ({"ROOT": "/dev/vdb"}, "quiet", "rootdev /dev/vdb missing"),
+        ({}, "root=UUID=00000000-dead-beef", "rootdev UUID=00000000-dead-beef missing"),
+        ({}, "root=LABEL=nowhere", "rootdev LABEL=nowhere missing"),
+        ({}, "root=/dev/nfs nfsroot=10.0.2.2:/srv", None),
+        ({}, "root=ZFS=rpool/ROOT", None),
+    ],
+)
+def test_the_root_device_is_present_or_missing(
+    busybox: str, tmp_path: Path, env: dict[str, str], cmdline: str, line: str | None
+) -> None:
+    fake = build(tmp_path, cmdline=cmdline)
+    run_collector(busybox, fake, "test", **env)
+    lines = modcheck(fake)
+    assert [x for x in lines if x.startswith("rootdev ")] == ([line] if line else [])
+    assert lines[-1].startswith("result ")
