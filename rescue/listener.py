@@ -427,7 +427,9 @@ class ListenServer:
             r.say(f"(cannot list host addresses: {e})")
             addresses = [netinfo.HostAddress("HOST", 0, "?", False)]
         best = addresses[0].address
-        commands = netinfo.shell_instructions(best, port, token=bool(s.token))
+        commands = netinfo.shell_instructions(
+            best, port, token=bool(s.token), prefixlen=addresses[0].prefixlen
+        )
         r.say("host addresses: " + ", ".join(map(str, addresses)))
         r.say(f"\nOn the broken machine's busybox shell, type (host {best}):")
         for line in commands:

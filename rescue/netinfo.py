@@ -25,8 +25,6 @@ def host_addresses(bind: str = "0.0.0.0") -> list[HostAddress]:
     Only IPv4 (klibc ipconfig and busybox nc in an initramfs are IPv4-first) and never link-local;
     loopback only when nothing else exists or the listener is bound to it.
     """
-    if bind not in ("0.0.0.0", "", "::"):
-        return [HostAddress(bind, 32, "bound", False)]
     from pyroute2 import IPRoute  # imported here: it costs 0.15 s, which other sub-commands need not pay
 
     with IPRoute() as ipr:
@@ -43,6 +41,8 @@ def host_addresses(bind: str = "0.0.0.0") -> list[HostAddress]:
             found.append(
                 HostAddress(addr, msg["prefixlen"], names.get(msg["index"], "?"), msg["index"] in default_ifs)
             )
+    if bind not in ("0.0.0.0", "", "::"):
+        return [a for a in found if a.address == bind] or [HostAddress(bind, 32, "bound", False)]
     non_loop = [a for a in found if not ipaddress.ip_address(a.address).is_loopback]
     chosen = non_loop or found or [HostAddress("127.0.0.1", 8, "lo", False)]
     return sorted(
@@ -54,11 +54,15 @@ def host_addresses(bind: str = "0.0.0.0") -> list[HostAddress]:
 _BUNDLE_FILES = "cmdline modules crypto filesystems partitions mounts"
 
 
-def shell_instructions(host: str, port: int, token: bool = False) -> list[str]:
+def shell_instructions(host: str, port: int, token: bool = False, prefixlen: int = 24) -> list[str]:
     """The exact lines to type on a busybox rescue shell to send dmesg, then a whole bundle.
 
     The token itself is never printed (it would end up in logs): the lines say TOKEN in its place.
     """
+    try:
+        network = str(ipaddress.ip_interface(f"{host}/{prefixlen}").network)
+    except ValueError:
+        network = "the host's network"
     header = 'echo "RESCUE/1 token=TOKEN name=%s"; ' if token else ""
     send_dmesg = (
         f"{{ {header % 'dmesg.txt'}cat /tmp/dmesg.txt; }} | nc {host} {port}"
@@ -72,7 +76,7 @@ def shell_instructions(host: str, port: int, token: bool = False) -> list[str]:
     )
     return [
         "ip link set eth0 up; sleep 2  # your NIC may be ens3, enp1s0...: see 'ip link'",
-        "ipconfig -t 10 eth0           # or: udhcpc -i eth0 -n -q",
+        f"ipconfig -t 10 eth0           # no ipconfig? ip addr add <a free address in {network}> dev eth0",
         "dmesg > /tmp/dmesg.txt",
         send_dmesg,
         "# everything at once:",
