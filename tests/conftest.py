@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -40,7 +40,7 @@ def busybox() -> str:
 class Listener:
     """A real `rescue listen` process on 127.0.0.1 with an OS-chosen port, read through its --json events."""
 
-    live: list[Listener] = []  # every one started in the current test, stopped when it ends
+    live: ClassVar[list[Listener]] = []  # every one started in the current test, stopped when it ends
 
     def __init__(
         self, directory: Path, *extra: str, bind: str = "127.0.0.1", wrap: list[str] | None = None
