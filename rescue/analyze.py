@@ -125,10 +125,11 @@ MAX_READ = 128 << 20  # a boot log is megabytes; a runaway stream should not exh
 MAX_MANIFEST = 16 << 20  # the listener's manifest for 10,000 tar members is about 2 MB
 
 
-def _read(path: Path, notes: list[str] | None = None) -> bytes:
-    data, more = read_bytes(path, MAX_READ)
-    if more and notes is not None:
-        notes.append(f"{path.name}: only the first {MAX_READ:,} bytes were read")
+def _read(path: Path, notes: list[str], limit: int | None = None) -> bytes:
+    limit = MAX_READ if limit is None else limit
+    data, more = read_bytes(path, limit)
+    if more:
+        notes.append(f"{path.name}: only the first {limit:,} bytes were read")
     return data
 
 
@@ -171,11 +172,16 @@ def _load_capture(path: Path) -> Inputs:
         inputs.header = {str(k): str(v) for k, v in m["header"].items()}
         if m.get("status") not in (None, "complete"):
             inputs.notes.append(f"capture status: {m.get('status')} ({m.get('reason') or 'no reason given'})")
+    budget = MAX_READ  # for the whole capture: a capture of many big files is read up to the same limit
     for f in sorted(path.iterdir()):
         # The listener writes regular files only: a link could lead out of the capture, a FIFO could block.
         if f.is_symlink() or not f.is_file() or f.name.startswith(".") or f.name == "manifest.json":
             continue
-        data = _read(f, inputs.notes)
+        if budget <= 0:
+            inputs.notes.append(f"{f.name}: not read, the first {MAX_READ:,} bytes of the capture were")
+            continue
+        data = _read(f, inputs.notes, budget)
+        budget -= len(data)
         if not is_text(data):
             inputs.notes.append(f"{f.name}: skipped, binary data")
             continue

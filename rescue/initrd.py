@@ -10,6 +10,7 @@ failed"), so that a truncated image can still be examined.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import lzma
 import stat
 import struct
@@ -415,6 +416,9 @@ def parse_initrd(data: bytes, path: str = "<image>", max_unpacked: int = MAX_UNP
 
 
 def read_initrd(path: Path, max_unpacked: int = MAX_UNPACKED) -> Initrd:
+    with contextlib.suppress(OSError):  # a big file is refused before it is read; errors come from reading
+        if path.is_file() and path.stat().st_size > max_unpacked:
+            raise _too_big(str(path), "the file holds", max_unpacked)
     data, more = read_bytes(path, max_unpacked)
     if more:
         raise _too_big(str(path), "the file holds", max_unpacked)

@@ -197,8 +197,13 @@ def test_a_gzip_bomb_is_refused_at_a_chosen_limit(tmp_path: Path) -> None:
     one_line_error(rescue("check-image", "--max-unpacked", "lots", str(bomb)), "bad size 'lots'")
 
 
-def test_an_endless_device_is_refused(tmp_path: Path) -> None:
+def test_an_endless_device_or_a_huge_file_is_refused(tmp_path: Path) -> None:
     one_line_error(rescue("check-image", "--max-unpacked", "1M", "/dev/zero"), "holds more than 1 MiB")
+    huge = tmp_path / "initrd.img"
+    with huge.open("wb") as f:
+        f.truncate(8 << 30)  # sparse; refused from its size, before anything is read
+    proc = rescue("check-image", str(huge), memory=512 << 20)
+    one_line_error(proc, "holds more than 1024 MiB")
 
 
 def test_a_truncated_zstd_image_names_the_damage(tmp_path: Path) -> None:

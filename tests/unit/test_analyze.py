@@ -424,6 +424,21 @@ def test_oversized_log_is_read_up_to_a_limit(tmp_path: Path, monkeypatch: pytest
     assert report.notes == ["dmesg.txt: only the first 4,096 bytes were read"]
 
 
+def test_a_capture_is_read_up_to_the_same_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Many big files must not add up to many times the limit.
+    monkeypatch.setattr(analyze, "MAX_READ", 4096)
+    filler = "[    1.000000] usb 1-1: new device\n" * 80  # 2,800 bytes
+    cap = _capture(
+        tmp_path, {"a.log": filler, "b.log": filler, "c.log": "btrfs: Unknown symbol crc32c (err -2)\n"}
+    )
+    report = analyze_path(cap)
+    assert report.notes == [
+        "b.log: only the first 1,296 bytes were read",
+        "c.log: not read, the first 4,096 bytes of the capture were",
+    ]
+    assert report.findings == []
+
+
 def test_modcheck_failing_on_the_root_checksum(tmp_path: Path) -> None:
     modcheck = (
         "# rescue modcheck 1\nfstype btrfs source=ROOTFSTYPE\nneed btrfs root - loaded\n"
