@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -78,10 +77,11 @@ class Config:
         return "\n".join(lines) + "\n"
 
 
-def _copy(src: Path, dest: Path, mode: int) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    dest.chmod(mode)
+def _no_links(base: Path, rel: Path) -> None:
+    """Refuse a directory link between base and base/rel: writing there could land anywhere (a /tmp race)."""
+    for parent in reversed(rel.parents[:-1]):
+        if (base / parent).is_symlink():
+            raise RescueError(f"{base / parent}: is a link; refusing to write through it")
 
 
 def _layout(flavor: Flavor, config: Config) -> list[tuple[Path, Path | str, int]]:
@@ -114,13 +114,10 @@ def render(out: Path, flavor: Flavor, config: Config) -> list[Path]:
         raise RescueError(f"{out}: exists and is not a directory")
     written: list[Path] = []
     for rel, source, mode in _layout(flavor, config):
+        _no_links(out, rel)
         dest = out / rel
-        if isinstance(source, Path):
-            _copy(source, dest, mode)
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(source)
-            dest.chmod(mode)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _replace(dest, source.read_bytes() if isinstance(source, Path) else source.encode(), mode)
         written.append(rel)
     return written
 
@@ -195,6 +192,8 @@ def install(root: Path, flavor: Flavor | None, config: Config, staging: Path) ->
         )
         pairs.append((conf, root / DRACUT_CONF))
     for _src, dest in pairs:
+        base = target if dest.is_relative_to(target) else dest.parent
+        _no_links(base, dest.relative_to(base))
         rel = str(dest.relative_to(root))
         if (dest.exists() or dest.is_symlink()) and rel not in ours:
             raise RescueError(f"{dest}: exists and was not installed by rescue", hint="move it away first")

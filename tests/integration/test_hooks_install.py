@@ -219,3 +219,22 @@ def test_an_install_stopped_midway_can_be_uninstalled(itools_root: Path) -> None
     proc = rescue("hooks", "uninstall", "--root", str(itools_root))
     assert proc.returncode == 0, proc.stderr
     assert tree(itools_root) == before
+
+
+def test_render_never_writes_through_a_link(tmp_path: Path) -> None:
+    # --out in a shared place (/tmp): links planted there must not redirect the writes.
+    out, elsewhere, victim = tmp_path / "out", tmp_path / "elsewhere", tmp_path / "victim"
+    (out / "scripts/panic").mkdir(parents=True)
+    elsewhere.mkdir()
+    victim.write_text("keep me\n")
+    (out / "hooks").symlink_to(elsewhere)
+    (out / "scripts/panic/rescue").symlink_to(victim)
+    proc = rescue("hooks", "render", "--out", str(out))
+    assert proc.returncode == 2 and "is a link; refusing" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert list(elsewhere.iterdir()) == []
+    (out / "hooks").unlink()
+    proc = rescue("hooks", "render", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert victim.read_text() == "keep me\n"  # the link was replaced by the file, not followed
+    assert (out / "scripts/panic/rescue").is_file() and not (out / "scripts/panic/rescue").is_symlink()
