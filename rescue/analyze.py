@@ -172,16 +172,19 @@ def _load_capture(path: Path) -> Inputs:
         inputs.header = {str(k): str(v) for k, v in m["header"].items()}
         if m.get("status") not in (None, "complete"):
             inputs.notes.append(f"capture status: {m.get('status')} ({m.get('reason') or 'no reason given'})")
-    budget = MAX_READ  # for the whole capture: a capture of many big files is read up to the same limit
-    for f in sorted(path.iterdir()):
-        # The listener writes regular files only: a link could lead out of the capture, a FIFO could block.
-        if f.is_symlink() or not f.is_file() or f.name.startswith(".") or f.name == "manifest.json":
-            continue
+    # The listener writes regular files only: a link could lead out of the capture, a FIFO could block.
+    names = [f for f in path.iterdir() if not f.is_symlink() and f.is_file() and not f.name.startswith(".")]
+    # The limit holds for the whole capture. Small files first: one huge console log must not crowd out
+    # dmesg.txt and modcheck.txt.
+    budget = MAX_READ
+    contents: dict[Path, bytes] = {}
+    for f in sorted((f for f in names if f.name != "manifest.json"), key=lambda f: f.stat().st_size):
         if budget <= 0:
-            inputs.notes.append(f"{f.name}: not read, the first {MAX_READ:,} bytes of the capture were")
+            inputs.notes.append(f"{f.name}: not read, the capture's first {MAX_READ:,} bytes were")
             continue
-        data = _read(f, inputs.notes, budget)
-        budget -= len(data)
+        contents[f] = _read(f, inputs.notes, budget)
+        budget -= len(contents[f])
+    for f, data in sorted(contents.items()):
         if not is_text(data):
             inputs.notes.append(f"{f.name}: skipped, binary data")
             continue

@@ -28,6 +28,7 @@ from rescue.initrd import MAX_UNPACKED, Initrd, module_dirs, read_initrd
 from rescue.modules import ModuleDB, is_kernel_version, load_symbols, module_name
 
 HOST_MODULES = Path("/lib/modules")
+MAX_METADATA = 32 << 20  # per modules.* file in the image; a whole Debian kernel's modules.alias is 1.4 MB
 # Root file system types that say nothing about the disk (containers, live systems).
 _PSEUDO_ROOTS = {
     "overlay",
@@ -164,7 +165,12 @@ def _image_db(image: Initrd, moddir: str | None) -> tuple[ModuleDB, dict[str, st
         return ModuleDB(), {}
 
     def text(name: str) -> str:
-        return image.read_text(f"{moddir}/{name}")
+        path = f"{moddir}/{name}"
+        # Parsed, a text file takes ~15 times its size in memory: a forged 300 MB modules.dep cost 4 GB.
+        size = image.size_of(path)
+        if size > MAX_METADATA:
+            raise RescueError(f"{image.path}: {path} holds {size:,} bytes; refusing (real ones: a few MB)")
+        return image.read_text(path)
 
     db = ModuleDB.parse(
         dep=text("modules.dep"),

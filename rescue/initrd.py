@@ -297,6 +297,10 @@ class Initrd:
             raise RescueError(f"{self.path}: no file {name} in the image")
         return self._data(m)
 
+    def size_of(self, name: str) -> int:
+        m = self._member(name)
+        return m.record.size if m is not None else 0
+
     def read_text(self, name: str) -> str:
         return self.read(name).decode("utf-8", errors="replace") if self.is_file(name) else ""
 

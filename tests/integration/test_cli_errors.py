@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from rescue.cpio import CpioEntry, write_newc
+from rescue.errors import RescueError
 from rescue.run import run
 from tests.conftest import require
 
@@ -236,3 +237,17 @@ def test_hostile_member_names_are_read_never_extracted(tmp_path: Path) -> None:
     one_line_error(rescue("check-image", str(image), cwd=work), "no lib/modules directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "initrd.img"]
     assert list(work.iterdir()) == []
+
+
+def test_module_metadata_of_absurd_size_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 300 MB modules.dep of distinct lines, parsed, took 4 GB and a minute; the limit is scaled down here.
+    from rescue import checkimage
+
+    monkeypatch.setattr(checkimage, "MAX_METADATA", 10_000)
+    moddir = "lib/modules/6.1.0-99-test-amd64"
+    dep = "".join(f"kernel/m{i}.ko: kernel/d{i}.ko\n" for i in range(1000)).encode()
+    dirs = [CpioEntry(d, DIR) for d in ("lib", "lib/modules", moddir)]
+    image = tmp_path / "initrd.img"
+    image.write_bytes(cpio([*dirs, CpioEntry(f"{moddir}/modules.dep", FILE, dep)]))
+    with pytest.raises(RescueError, match=r"modules\.dep holds 30,780 bytes; refusing"):
+        checkimage.check_image(image, require=["btrfs"])

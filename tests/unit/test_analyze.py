@@ -428,15 +428,15 @@ def test_a_capture_is_read_up_to_the_same_limit(tmp_path: Path, monkeypatch: pyt
     # Many big files must not add up to many times the limit.
     monkeypatch.setattr(analyze, "MAX_READ", 4096)
     filler = "[    1.000000] usb 1-1: new device\n" * 80  # 2,800 bytes
-    cap = _capture(
-        tmp_path, {"a.log": filler, "b.log": filler, "c.log": "btrfs: Unknown symbol crc32c (err -2)\n"}
-    )
-    report = analyze_path(cap)
+    crc32c = "btrfs: Unknown symbol crc32c (err -2)\n"
+    files = {"a.log": filler, "b.log": filler + "x", "c.log": filler + "xx", "dmesg.txt": crc32c}
+    report = analyze_path(_capture(tmp_path, files))
+    # Small files first: dmesg.txt is read whatever the size of the console logs.
     assert report.notes == [
-        "b.log: only the first 1,296 bytes were read",
-        "c.log: not read, the first 4,096 bytes of the capture were",
+        "b.log: only the first 1,258 bytes were read",
+        "c.log: not read, the capture's first 4,096 bytes were",
     ]
-    assert report.findings == []
+    assert [f.id for f in report.findings] == ["btrfs-crc32c-missing"]
 
 
 def test_modcheck_failing_on_the_root_checksum(tmp_path: Path) -> None:
