@@ -17,7 +17,8 @@ from typing import Any
 
 from rescue.errors import RescueError
 from rescue.findings import GENERATORS, MAX_EVIDENCE, SEVERITIES, Evidence, Finding, Report
-from rescue.modules import load_symbols
+from rescue.modules import is_kernel_version, load_symbols
+from rescue.reading import load_json, read_bytes
 from rescue.rules import RULE_IDS, RULE_ORDER, RULES, RULES_BY_ID, Cause, Context, Match, Rule
 
 __all__ = [
@@ -121,26 +122,24 @@ MAX_PARAMS = 50  # values kept per param (symbols, modules) of one finding
 MAX_READ = 128 << 20  # a boot log is megabytes; a runaway stream should not exhaust memory
 
 
-def _read(path: Path, notes: list[str] | None = None) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_READ + 1)
-    except OSError as e:
-        raise RescueError(f"{path}: {e.strerror or e}") from None
-    if len(data) > MAX_READ:
-        data = data[:MAX_READ]
-        if notes is not None:
-            notes.append(f"{path.name}: only the first {MAX_READ:,} bytes were read")
+MAX_MANIFEST = 16 << 20  # the listener's manifest for 10,000 tar members is about 2 MB
+
+
+def _read(path: Path, notes: list[str], limit: int | None = None) -> bytes:
+    limit = MAX_READ if limit is None else limit
+    data, more = read_bytes(path, limit)
+    if more:
+        notes.append(f"{path.name}: only the first {limit:,} bytes were read")
     return data
 
 
 def load_inputs(path: Path) -> Inputs:
     if path.is_dir():
         return _load_capture(path)
-    if not path.exists():
-        raise RescueError(f"{path}: no such file or directory")
     notes: list[str] = []
     data = _read(path, notes)
+    if not data:
+        raise RescueError(f"{path}: empty file, nothing to analyse")
     if not is_text(data):
         raise RescueError(
             f"{path}: not a text log (binary data)",
@@ -155,25 +154,39 @@ def load_inputs(path: Path) -> Inputs:
     return inputs
 
 
+def _manifest(path: Path) -> dict[str, Any]:
+    """What analysis takes from a capture's manifest.json (the listener's header, status, reason)."""
+    m = load_json(path, MAX_MANIFEST)
+    if not isinstance(m, dict) or not isinstance(m.get("header") or {}, dict):
+        raise RescueError(
+            f"{path}: not a capture manifest", hint="move it away to analyse the capture's files alone"
+        )
+    return {**m, "header": m.get("header") or {}}
+
+
 def _load_capture(path: Path) -> Inputs:
     inputs = Inputs(source=str(path))
     manifest = path / "manifest.json"
     if manifest.is_file():
-        try:
-            m = json.loads(_read(manifest))
-        except ValueError:
-            raise RescueError(f"{manifest}: not valid JSON") from None
-        if isinstance(m, dict):
-            inputs.header = {str(k): str(v) for k, v in (m.get("header") or {}).items()}
-            if m.get("status") not in (None, "complete"):
-                inputs.notes.append(
-                    f"capture status: {m.get('status')} ({m.get('reason') or 'no reason given'})"
-                )
-    for f in sorted(path.iterdir()):
-        if not f.is_file() or f.name.startswith(".") or f.name == "manifest.json":
+        m = _manifest(manifest)
+        inputs.header = {str(k): str(v) for k, v in m["header"].items()}
+        if m.get("status") not in (None, "complete"):
+            inputs.notes.append(f"capture status: {m.get('status')} ({m.get('reason') or 'no reason given'})")
+    # The listener writes regular files only: a link could lead out of the capture, a FIFO could block.
+    names = [f for f in path.iterdir() if not f.is_symlink() and f.is_file() and not f.name.startswith(".")]
+    # The limit holds for the whole capture. Small files first: one huge console log must not crowd out
+    # dmesg.txt and modcheck.txt.
+    budget = MAX_READ
+    contents: dict[Path, bytes] = {}
+    for f in sorted((f for f in names if f.name != "manifest.json"), key=lambda f: f.stat().st_size):
+        if budget <= 0:
+            inputs.notes.append(f"{f.name}: not read, the capture's first {MAX_READ:,} bytes were")
             continue
-        data = _read(f, inputs.notes)
+        contents[f] = _read(f, inputs.notes, budget)
+        budget -= len(contents[f])
+    for f, data in sorted(contents.items()):
         if not is_text(data):
+            inputs.notes.append(f"{f.name}: skipped, binary data")
             continue
         text = data.decode("utf-8", errors="replace")
         if f.name == "modcheck.txt":
@@ -330,7 +343,7 @@ def _symbol_owner(kver: str | None) -> Callable[[str], str | None]:
     def owner(symbol: str) -> str | None:
         nonlocal table
         if table is None:
-            table = load_symbols(Path("/lib/modules") / kver) if kver and "/" not in kver else {}
+            table = load_symbols(Path("/lib/modules") / kver) if is_kernel_version(kver) else {}
         return table.get(symbol)
 
     return owner

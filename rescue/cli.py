@@ -1,4 +1,4 @@
-"""Command line: one sub-command per module; RescueError becomes one line and an exit code."""
+"""Command line: one sub-command per module; every failure becomes one line and an exit code."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from rescue import __version__
-from rescue.errors import EXIT_USAGE, RescueError
+from rescue.errors import EXIT_INTERNAL, EXIT_USAGE, RescueError, os_error, printable
 
 # Each module has register(subparsers), which adds its sub-command(s) and sets `func`
 # (a callable taking the parsed namespace and returning the exit code).
@@ -24,7 +24,7 @@ COMMAND_MODULES = [
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # argparse prints the whole usage block; one line with the program name is enough.
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {printable(message)}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +42,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except RescueError as e:
-        if args.debug:
-            raise
-        print(f"rescue: {e}", file=sys.stderr)
-        return e.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as e:
+        if args.debug:
+            raise
+        return _fail(e)
+
+
+def _fail(e: Exception) -> int:
+    """Any failure as one line on stderr (stdout stays clean for --json) and its exit code."""
+    if isinstance(e, RescueError):
+        message, code = str(e), e.exit_code
+    elif isinstance(e, OSError):  # a path the user gave that cannot be read or written
+        message, code = str(os_error(e)), EXIT_USAGE
+    else:
+        message, code = f"internal error: {type(e).__name__}: {e} (--debug shows where)", EXIT_INTERNAL
+    print(f"rescue: {printable(message)}", file=sys.stderr)
+    return code

@@ -74,13 +74,22 @@ class CpioRecord:
         )
 
 
+class CpioDamage(RescueError):
+    """The archive is truncated or its headers are corrupt (what the kernel would fail to unpack)."""
+
+
 def scan_newc(
-    buf: bytes | memoryview, offset: int = 0, records: list[CpioRecord] | None = None
+    buf: bytes | memoryview,
+    offset: int = 0,
+    records: list[CpioRecord] | None = None,
+    max_records: int | None = None,
 ) -> tuple[list[CpioRecord], int]:
     """Parse one newc archive's headers from offset; return them and the offset just past its trailer.
 
     Big images (60+ MB unpacked) are listed without copying file contents; CpioRecord.entry() reads one.
     Records are appended to `records` as they are read, so a caller keeps what precedes damage.
+    Damage raises CpioDamage; more than max_records members raise a plain RescueError (a hostile archive
+    of millions of empty members would otherwise cost gigabytes of records).
     """
     view = memoryview(buf)
     records = [] if records is None else records
@@ -88,24 +97,26 @@ def scan_newc(
     while True:
         header = bytes(view[pos : pos + HEADER_LEN])
         if len(header) < HEADER_LEN and header[:6] in MAGICS:
-            raise RescueError(f"cpio archive truncated at offset {pos}")
+            raise CpioDamage(f"cpio archive truncated at offset {pos}")
         if len(header) < HEADER_LEN or header[:6] not in MAGICS:
-            raise RescueError(f"not a newc cpio archive at offset {pos}")
+            raise CpioDamage(f"not a newc cpio archive at offset {pos}")
         try:
             fields = [int(header[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
         except ValueError:
-            raise RescueError(f"corrupt cpio header at offset {pos}") from None
+            raise CpioDamage(f"corrupt cpio header at offset {pos}") from None
         _ino, mode, uid, gid, _nlink, mtime, size, _maj, _min, rmaj, rmin, namesize, _check = fields
         name_start = pos + HEADER_LEN
         name_end = name_start + namesize
         data_start = name_end + _pad4(HEADER_LEN + namesize)
         data_end = data_start + size
         if data_end > len(view):
-            raise RescueError(f"cpio archive truncated at offset {pos}")
+            raise CpioDamage(f"cpio archive truncated at offset {pos}")
         name = bytes(view[name_start : name_end - 1]).decode("utf-8", errors="surrogateescape")
         pos = data_end + _pad4(size)
         if name == TRAILER:
             return records, pos
+        if max_records is not None and len(records) >= max_records:
+            raise RescueError(f"more than {max_records:,} members in one cpio archive")
         records.append(CpioRecord(normalize_name(name), mode, mtime, uid, gid, rmaj, rmin, data_start, size))
 
 

@@ -6,14 +6,11 @@ symbols still tell what it needs after depmod has rewritten an initramfs' module
 
 from __future__ import annotations
 
-import gzip
-import lzma
 import struct
 from dataclasses import dataclass, field
 
-import zstandard
-
 from rescue.errors import RescueError
+from rescue.initrd import Compression, unpack
 
 _SHT_SYMTAB = 2
 _STB_GLOBAL = 1
@@ -31,28 +28,28 @@ class KernelModule:
         return [d for v in self.modinfo.get("depends", []) for d in v.split(",") if d]
 
 
+MAX_MODULE = 256 << 20  # the biggest modules (GPU drivers) unpack to a few tens of MB
+
+_SUFFIXES = {".xz": Compression.XZ, ".zst": Compression.ZSTD, ".gz": Compression.GZIP}
+
+
 def unpack_ko(name: str, data: bytes) -> bytes:
     """The ELF bytes of a module file, which may be stored as .ko, .ko.xz, .ko.zst or .ko.gz."""
-    try:
-        if name.endswith(".xz"):
-            return lzma.decompress(data)
-        if name.endswith(".zst"):
-            dec = zstandard.ZstdDecompressor().decompressobj()
-            out: bytes = dec.decompress(data)
-            if not dec.eof:
-                raise EOFError("zstd data truncated")
-            return out
-        if name.endswith(".gz"):
-            return gzip.decompress(data)
-    except (lzma.LZMAError, zstandard.ZstdError, OSError, EOFError) as e:
-        raise RescueError(f"{name}: cannot decompress module: {e}") from None
-    return data
+    kind = next((k for suffix, k in _SUFFIXES.items() if name.endswith(suffix)), None)
+    return data if kind is None else unpack(kind, data, MAX_MODULE, name)
 
 
 def read_module(data: bytes) -> KernelModule:
     """Parse an ELF relocatable kernel module (32 or 64 bit, either byte order)."""
     if data[:4] != b"\x7fELF" or len(data) < 52:
         raise RescueError("not an ELF file")
+    try:
+        return _parse(data)
+    except (struct.error, IndexError, OverflowError):  # offsets and indexes that point outside the file
+        raise RescueError("corrupt ELF file") from None
+
+
+def _parse(data: bytes) -> KernelModule:
     is64 = data[4] == 2
     end = "<" if data[5] == 1 else ">"
     if is64:
@@ -75,14 +72,19 @@ def read_module(data: bytes) -> KernelModule:
     shstr = body(shstrndx) if shstrndx < len(sections) else b""
 
     def sec_name(sec: tuple[int, ...]) -> str:
-        start = sec[0]
-        return shstr[start : shstr.find(b"\0", start)].decode(errors="replace")
+        return _cstr(shstr, sec[0])
 
     modinfo: dict[str, list[str]] = {}
     undefined: set[str] = set()
     exported: set[str] = set()
+    # A module has one of each; reading only the first keeps a forged table of thousands of sections that
+    # all point at the same big one from costing time that grows with their product.
+    done: set[str] = set()
     for index, sec in enumerate(sections):
-        name = sec_name(sec)
+        name = sec_name(sec) if sec[1] != _SHT_SYMTAB else ".symtab"
+        if name in done:
+            continue
+        done.add(name)
         if name == ".modinfo":
             for item in body(index).split(b"\0"):
                 key, eq, value = item.decode(errors="replace").partition("=")
@@ -103,5 +105,11 @@ def read_module(data: bytes) -> KernelModule:
                         sym_fmt, table, off
                     )
                 if st_shndx == _SHN_UNDEF and st_info >> 4 == _STB_GLOBAL and st_name:
-                    undefined.add(strtab[st_name : strtab.find(b"\0", st_name)].decode(errors="replace"))
+                    undefined.add(_cstr(strtab, st_name))
     return KernelModule(modinfo, frozenset(undefined), frozenset(exported))
+
+
+def _cstr(table: bytes, start: int) -> str:
+    """The NUL-terminated name at start; names are short (KSYM_NAME_LEN 512), so look no further."""
+    end = table.find(b"\0", start, start + 512)
+    return table[start : end if end >= 0 else start + 512].decode(errors="replace")

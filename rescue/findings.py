@@ -6,6 +6,8 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
+from rescue.errors import printable
+
 SEVERITIES = ("error", "warning", "info")
 GENERATORS = ("initramfs-tools", "dracut")
 MAX_EVIDENCE = 12  # per finding; a flood of identical lines proves nothing more
@@ -80,7 +82,7 @@ class Report:
         first = roots[0]
         more = len(self.findings) - 1
         tail = f" (+{more} related finding{'s' if more != 1 else ''})" if more else ""
-        return f"{first.severity}: {first.title} [{first.id}]{tail}"
+        return printable(f"{first.severity}: {first.title} [{first.id}]{tail}")
 
     def to_json(self) -> dict[str, Any]:
         counts = {s: sum(f.severity == s for f in self.findings) for s in SEVERITIES}
@@ -100,7 +102,8 @@ class Report:
         }
 
     def render(self, width: int = 80) -> str:
-        return "\n".join(_render(self, width)) + "\n"
+        # Evidence is foreign text: an escape sequence in a log must not drive the reader's terminal.
+        return "\n".join(printable(line) for line in _render(self, width)) + "\n"
 
 
 # Human output -------------------------------------------------------------------------------------

@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from rescue.errors import RescueError
+from rescue.errors import RescueError, os_error
+from rescue.reading import load_json
 from rescue.resources import hooks_dir
 from rescue.run import run
 
@@ -77,20 +77,18 @@ class Config:
         return "\n".join(lines) + "\n"
 
 
-def _copy(src: Path, dest: Path, mode: int) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    dest.chmod(mode)
+def _no_links(base: Path, rel: Path) -> None:
+    """Refuse a directory link between base and base/rel: writing there could land anywhere (a /tmp race)."""
+    for parent in reversed(rel.parents[:-1]):
+        if (base / parent).is_symlink():
+            raise RescueError(f"{base / parent}: is a link; refusing to write through it")
 
 
-def render(out: Path, flavor: Flavor, config: Config) -> list[Path]:
-    """Write the hooks for `flavor` under `out`; return the files written, relative to `out`."""
-    config.validate()
+def _layout(flavor: Flavor, config: Config) -> list[tuple[Path, Path | str, int]]:
+    """(path relative to the target, source file or text, mode) of every file the flavor installs."""
     src = hooks_dir()
     collector = src / "lib" / "rescue-collect.sh"
-    if not collector.is_file():
-        raise RescueError(f"{collector}: missing", hint="a broken installation of rescue")
-    files: list[tuple[Path, Path | str, int]] = []  # (relative dest, source file or text, mode)
+    files: list[tuple[Path, Path | str, int]] = []
     if flavor is Flavor.INITRAMFS_TOOLS:
         base = src / "initramfs-tools"
         for name in ("hooks/rescue", "scripts/panic/rescue", "scripts/local-premount/rescue"):
@@ -103,17 +101,32 @@ def render(out: Path, flavor: Flavor, config: Config) -> list[Path]:
             files.append((Path(DRACUT_MODULE) / name, base / name, 0o755))
         files.append((Path(DRACUT_MODULE) / "collect.sh", collector, 0o755))
         files.append((Path(DRACUT_MODULE) / "rescue.conf", config.text(), 0o600))
+    return files
+
+
+def render(out: Path, flavor: Flavor, config: Config) -> list[Path]:
+    """Write the hooks for `flavor` under `out`; return the files written, relative to `out`."""
+    config.validate()
+    collector = hooks_dir() / "lib" / "rescue-collect.sh"
+    if not collector.is_file():
+        raise RescueError(f"{collector}: missing", hint="a broken installation of rescue")
+    if out.exists() and not out.is_dir():
+        raise RescueError(f"{out}: exists and is not a directory")
     written: list[Path] = []
-    for rel, source, mode in files:
+    for rel, source, mode in _layout(flavor, config):
+        _no_links(out, rel)
         dest = out / rel
-        if isinstance(source, Path):
-            _copy(source, dest, mode)
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(source)
-            dest.chmod(mode)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _replace(dest, source.read_bytes() if isinstance(source, Path) else source.encode(), mode)
         written.append(rel)
     return written
+
+
+def _installable(root: Path, flavor: Flavor) -> set[str]:
+    """Every path (relative to root) install may write for the flavor: all that uninstall may delete."""
+    target = _target(root, flavor).relative_to(root)
+    paths = {str(target / rel) for rel, _, _ in _layout(flavor, Config())}
+    return paths | ({str(DRACUT_CONF)} if flavor is Flavor.DRACUT else set())
 
 
 def detect_flavor(root: Path) -> Flavor:
@@ -136,18 +149,31 @@ def _sha256(path: Path) -> str:
 
 
 def _read_manifest(root: Path) -> dict[str, Any] | None:
+    """The record of a previous install, checked: a flavor, files inside root that install writes."""
     path = root / MANIFEST
     if not path.exists():
         return None
+    data = load_json(path, 1 << 20)
+    hint = "remove it and the hooks by hand"
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise RescueError(f"{path}: unreadable ({e})", hint="remove it and the hooks by hand") from None
-    return data
+        flavor = Flavor(data["flavor"])
+        files = [str(entry["path"]) for entry in data["files"]]
+        dirs = [str(d) for d in data.get("dirs", [])]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise RescueError(f"{path}: not a rescue manifest", hint=hint) from None
+    # The manifest decides what uninstall deletes: only what install could have written, inside root.
+    allowed = _installable(root, flavor)
+    parents = {str(parent) for rel in (*allowed, str(MANIFEST)) for parent in Path(rel).parents[:-1]}
+    for rel in files + dirs:
+        if rel not in (allowed if rel in files else parents):
+            raise RescueError(f"{path}: refusing path {rel!r}", hint=hint)
+    return {"flavor": str(flavor), "files": data["files"], "dirs": dirs}
 
 
 def install(root: Path, flavor: Flavor | None, config: Config, staging: Path) -> dict[str, Any]:
     """Copy the rendered hooks into `root`; refuse to overwrite files rescue did not put there."""
+    if root.exists() and not root.is_dir():
+        raise RescueError(f"{root}: not a directory", hint="--root names the system's root directory")
     flavor = flavor or detect_flavor(root)
     target = _target(root, flavor)
     if not target.is_dir():
@@ -166,8 +192,10 @@ def install(root: Path, flavor: Flavor | None, config: Config, staging: Path) ->
         )
         pairs.append((conf, root / DRACUT_CONF))
     for _src, dest in pairs:
+        base = target if dest.is_relative_to(target) else dest.parent
+        _no_links(base, dest.relative_to(base))
         rel = str(dest.relative_to(root))
-        if dest.exists() and rel not in ours:
+        if (dest.exists() or dest.is_symlink()) and rel not in ours:
             raise RescueError(f"{dest}: exists and was not installed by rescue", hint="move it away first")
     created_dirs: list[str] = list(previous.get("dirs", [])) if previous else []
 
@@ -177,17 +205,42 @@ def install(root: Path, flavor: Flavor | None, config: Config, staging: Path) ->
                 created_dirs.append(str(parent))
 
     note_new_dirs(MANIFEST)
+    (root / MANIFEST).parent.mkdir(parents=True, exist_ok=True)  # a place for the record before any copy
     files: list[dict[str, str]] = []
-    for src, dest in pairs:
-        note_new_dirs(dest.relative_to(root))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
-        dest.chmod(src.stat().st_mode & 0o777)
-        files.append({"path": str(dest.relative_to(root)), "sha256": _sha256(dest)})
+    try:
+        for src, dest in pairs:
+            note_new_dirs(dest.relative_to(root))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _replace(dest, src.read_bytes(), src.stat().st_mode & 0o777)
+            files.append({"path": str(dest.relative_to(root)), "sha256": _sha256(dest)})
+    except OSError as e:
+        # Record what did get copied, so that `rescue hooks uninstall` can remove it.
+        done = {f["path"] for f in files}
+        files += [f for f in (previous or {}).get("files", []) if f["path"] not in done]
+        _write_manifest(root, {"flavor": str(flavor), "files": files, "dirs": created_dirs})
+        raise RescueError(
+            f"{os_error(e).message}; installing stopped",
+            hint="rescue hooks uninstall removes what was copied",
+        ) from None
     manifest = {"flavor": str(flavor), "files": files, "dirs": created_dirs}
-    (root / MANIFEST).parent.mkdir(parents=True, exist_ok=True)
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    _write_manifest(root, manifest)
     return manifest
+
+
+def _replace(dest: Path, data: bytes, mode: int) -> None:
+    """Write a file whole or not at all; a link at dest is replaced, never followed."""
+    tmp = dest.with_name(f".{dest.name}.rescue-tmp")
+    tmp.unlink(missing_ok=True)
+    with tmp.open("xb") as f:
+        f.write(data)
+        os.fchmod(f.fileno(), mode)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, dest)
+
+
+def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    _replace(root / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode(), 0o644)
 
 
 def uninstall(root: Path) -> dict[str, Any]:
@@ -195,22 +248,14 @@ def uninstall(root: Path) -> dict[str, Any]:
     manifest = _read_manifest(root)
     if manifest is None:
         raise RescueError(f"rescue hooks are not installed under {root} (no {root / MANIFEST})")
-    try:
-        files = [str(entry["path"]) for entry in manifest["files"]]
-        dirs = [str(d) for d in manifest.get("dirs", [])]
-    except (KeyError, TypeError):
-        bad = root / MANIFEST
-        raise RescueError(f"{bad}: not a rescue manifest", hint="remove the hooks by hand") from None
-    # Only relative paths inside root: the manifest decides what gets deleted.
-    for rel in files + dirs:
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise RescueError(f"{root / MANIFEST}: refusing path {rel!r}", hint="remove the hooks by hand")
-    for rel in files:
-        (root / rel).unlink(missing_ok=True)
+    for entry in manifest["files"]:
+        path = root / entry["path"]
+        if path.is_symlink() or path.is_file():
+            path.unlink()
     (root / MANIFEST).unlink()
-    for rel in sorted(dirs, key=len, reverse=True):
+    for rel in sorted(manifest["dirs"], key=len, reverse=True):
         path = root / rel
-        if path.is_dir() and not any(path.iterdir()):
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
             path.rmdir()
     return manifest
 

@@ -10,6 +10,7 @@ failed"), so that a truncated image can still be examined.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import lzma
 import stat
 import struct
@@ -23,8 +24,9 @@ import lz4.block
 import zstandard
 
 from rescue.cpio import MAGICS as CPIO_MAGICS
-from rescue.cpio import CpioRecord, scan_newc
+from rescue.cpio import CpioDamage, CpioRecord, scan_newc
 from rescue.errors import RescueError
+from rescue.reading import read_bytes
 
 
 class Compression(StrEnum):
@@ -54,6 +56,14 @@ _MAGICS: list[tuple[bytes, Compression]] = [
 _UNSUPPORTED = {b"\x89LZO": "lzo"}
 
 
+# Real images unpack to 30-300 MB; the cap keeps a decompression bomb (a few KB of zstd that expand to many
+# GiB) from exhausting memory, since the whole unpacked image is held to be examined.
+MAX_UNPACKED = 1 << 30
+MAX_MEMBERS = 200_000  # a big dracut image with all firmware has about 10,000
+_CHUNK = 1 << 20  # output is produced and counted in pieces of this size
+_LZMA_MEMORY = 256 << 20  # the decoder's own memory (its dictionary, which the header sets); -9 needs 65 MiB
+
+
 class _Truncated(Exception):
     """A compressed stream ended early; carries what was decoded up to there."""
 
@@ -62,57 +72,75 @@ class _Truncated(Exception):
         self.output = output
 
 
+class _TooBig(Exception):
+    """A segment unpacks to more than the limit left."""
+
+
 def _stream(
     make: Callable[[], zlib._Decompress | lzma.LZMADecompressor | bz2.BZ2Decompressor],
     name: str,
     data: memoryview,
+    limit: int,
 ) -> tuple[bytes, int]:
     dec = make()
+    parts: list[bytes] = []
+    total = 0
+    feed: bytes | memoryview = data
     try:
-        out = dec.decompress(data)
+        while not dec.eof:
+            piece = dec.decompress(feed, _CHUNK)
+            total += len(piece)
+            if total > limit:
+                raise _TooBig
+            parts.append(piece)
+            # zlib hands back the input it has not used yet; lzma and bz2 keep it inside.
+            feed = getattr(dec, "unconsumed_tail", b"")
+            if len(piece) < _CHUNK and not feed:  # all input used and all output out
+                break
     except (zlib.error, lzma.LZMAError, OSError, EOFError) as e:
-        raise _Truncated(b"", f"{name} data corrupt: {e}") from None
+        raise _Truncated(b"".join(parts), f"{name} data corrupt: {e}") from None
+    out = b"".join(parts)
     if not dec.eof:
         raise _Truncated(out, f"{name} data truncated")
     return out, len(data) - len(dec.unused_data)
 
 
-def _gzip(data: memoryview) -> tuple[bytes, int]:
-    return _stream(lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), "gzip", data)
+def _gzip(data: memoryview, limit: int) -> tuple[bytes, int]:
+    return _stream(lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), "gzip", data, limit)
 
 
-def _xz(data: memoryview) -> tuple[bytes, int]:
-    return _stream(lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ), "xz", data)
+def _xz(data: memoryview, limit: int) -> tuple[bytes, int]:
+    return _stream(lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ, _LZMA_MEMORY), "xz", data, limit)
 
 
-def _lzma(data: memoryview) -> tuple[bytes, int]:
-    return _stream(lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE), "lzma", data)
+def _lzma(data: memoryview, limit: int) -> tuple[bytes, int]:
+    return _stream(lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE, _LZMA_MEMORY), "lzma", data, limit)
 
 
-def _bzip2(data: memoryview) -> tuple[bytes, int]:
-    return _stream(bz2.BZ2Decompressor, "bzip2", data)
+def _bzip2(data: memoryview, limit: int) -> tuple[bytes, int]:
+    return _stream(bz2.BZ2Decompressor, "bzip2", data, limit)
 
 
-def _zstd(data: memoryview) -> tuple[bytes, int]:
-    # The kernel's unzstd reads consecutive frames as one stream; so do we. A frame whose size is known
-    # from its header is decoded in one call, the fastest way for a 60 MB image.
+def _zstd(data: memoryview, limit: int) -> tuple[bytes, int]:
+    # The kernel's unzstd reads consecutive frames as one stream; so do we. Output comes in _CHUNK pieces
+    # whatever the frame header claims, so that the limit holds for a frame that lies about its size.
     parts: list[bytes] = []
+    total = 0
     pos = 0
     dctx = zstandard.ZstdDecompressor()
     while bytes(data[pos : pos + 4]) == _ZSTD_MAGIC:
         end = _frame_end(data, pos)
         try:
-            if end is not None and zstandard.frame_content_size(data[pos:end]) >= 0:
-                parts.append(dctx.decompress(data[pos:end]))
-                pos = end
-                continue
-            dec = dctx.decompressobj()
-            parts.append(dec.decompress(data[pos:]))
+            for piece in dctx.read_to_iter(data[pos:end], read_size=_CHUNK, write_size=_CHUNK):
+                total += len(piece)
+                if total > limit:
+                    raise _TooBig
+                parts.append(piece)
         except zstandard.ZstdError as e:
             raise _Truncated(b"".join(parts), f"zstd data corrupt: {e}") from None
-        if not dec.eof:
+        if end is None:  # the frame runs past the end of the file
             raise _Truncated(b"".join(parts), "zstd data truncated")
-        pos = len(data) - len(dec.unused_data)
+        pos = end
     return b"".join(parts), pos
 
 
@@ -135,7 +163,7 @@ def _frame_end(data: memoryview, pos: int) -> int | None:
     return None
 
 
-def _lz4_legacy(data: memoryview) -> tuple[bytes, int]:
+def _lz4_legacy(data: memoryview, limit: int) -> tuple[bytes, int]:
     """lz4 -l output: magic, then blocks of (u32 LE compressed size, data), each up to 8 MiB unpacked.
 
     The format has no end marker; like the kernel's unlz4 we read blocks until the input ends, skipping a
@@ -143,6 +171,7 @@ def _lz4_legacy(data: memoryview) -> tuple[bytes, int]:
     """
     parts: list[bytes] = []
     pos = 4
+    total = 0
     while pos + 4 <= len(data):
         chunk = bytes(data[pos : pos + 4])
         if chunk == _LZ4_LEGACY_MAGIC:
@@ -157,11 +186,14 @@ def _lz4_legacy(data: memoryview) -> tuple[bytes, int]:
             parts.append(lz4.block.decompress(data[pos + 4 : pos + 4 + size], uncompressed_size=_LZ4_BLOCK))
         except lz4.block.LZ4BlockError as e:
             raise _Truncated(b"".join(parts), f"lz4 data corrupt: {e}") from None
+        total += len(parts[-1])
+        if total > limit:
+            raise _TooBig
         pos += 4 + size
     return b"".join(parts), pos
 
 
-_DECODERS: dict[Compression, Callable[[memoryview], tuple[bytes, int]]] = {
+_DECODERS: dict[Compression, Callable[[memoryview, int], tuple[bytes, int]]] = {
     Compression.GZIP: _gzip,
     Compression.ZSTD: _zstd,
     Compression.XZ: _xz,
@@ -169,6 +201,17 @@ _DECODERS: dict[Compression, Callable[[memoryview], tuple[bytes, int]]] = {
     Compression.LZ4: _lz4_legacy,
     Compression.BZIP2: _bzip2,
 }
+
+
+def unpack(kind: Compression, data: bytes, limit: int, name: str) -> bytes:
+    """One compressed file (a .ko.xz in the image): RescueError when damaged or bigger than limit."""
+    try:
+        out, _ = _DECODERS[kind](memoryview(data), limit)
+    except _Truncated as e:
+        raise RescueError(f"{name}: cannot decompress: {e}") from None
+    except _TooBig:
+        raise RescueError(f"{name}: unpacks to more than {limit:,} bytes") from None
+    return out
 
 
 def detect(head: bytes) -> Compression | None:
@@ -254,6 +297,10 @@ class Initrd:
             raise RescueError(f"{self.path}: no file {name} in the image")
         return self._data(m)
 
+    def size_of(self, name: str) -> int:
+        m = self._member(name)
+        return m.record.size if m is not None else 0
+
     def read_text(self, name: str) -> str:
         return self.read(name).decode("utf-8", errors="replace") if self.is_file(name) else ""
 
@@ -274,12 +321,24 @@ def _add_archives(image: Initrd, buf: bytes, where: str) -> int:
             continue
         records: list[CpioRecord] = []
         try:
-            _, pos = scan_newc(view, pos, records)
-        except RescueError as e:
+            pos = _scan(image, view, pos, records)
+        except CpioDamage as e:
             image.problems.append(f"{where}: {e}")
             return count + _add(image, records, buf)
         count += _add(image, records, buf)
     return count
+
+
+def _scan(image: Initrd, view: memoryview, pos: int, records: list[CpioRecord]) -> int:
+    """scan_newc within the image's member budget; returns where the archive ends."""
+    try:
+        return scan_newc(view, pos, records, max_records=MAX_MEMBERS - len(image._members))[1]
+    except CpioDamage:
+        raise
+    except RescueError:  # too many members
+        raise RescueError(
+            f"{image.path}: more than {MAX_MEMBERS:,} members; refusing (real images have a few thousand)"
+        ) from None
 
 
 def _add(image: Initrd, records: list[CpioRecord], buf: bytes) -> int:
@@ -299,10 +358,19 @@ def _skip_zeros(buf: bytes, pos: int) -> int:
     return pos
 
 
-def parse_initrd(data: bytes, path: str = "<image>") -> Initrd:
+def _too_big(path: str, what: str, limit: int) -> RescueError:
+    return RescueError(
+        f"{path}: {what} more than {limit / (1 << 20):g} MiB; refusing (a damaged image or a bomb?)",
+        hint="check-image --max-unpacked SIZE raises the limit",
+    )
+
+
+def parse_initrd(data: bytes, path: str = "<image>", max_unpacked: int = MAX_UNPACKED) -> Initrd:
+    """Parse an image in memory; RescueError when it is not one or unpacks to more than max_unpacked."""
     image = Initrd(path=path, size=len(data))
     view = memoryview(data)
     pos = 0
+    unpacked = 0  # bytes decompressed so far, all segments together
     while pos < len(data):
         if data[pos] == 0:
             pos = _skip_zeros(data, pos)
@@ -320,8 +388,8 @@ def parse_initrd(data: bytes, path: str = "<image>") -> Initrd:
         if kind is Compression.NONE:
             records: list[CpioRecord] = []
             try:
-                _, end = scan_newc(view, pos, records)
-            except RescueError as e:
+                end = _scan(image, view, pos, records)
+            except CpioDamage as e:
                 if not records and not image.segments:
                     raise RescueError(f"{path}: not an initramfs ({e})") from None
                 image.problems.append(f"{where}: {e}")
@@ -334,12 +402,15 @@ def parse_initrd(data: bytes, path: str = "<image>") -> Initrd:
             pos = end
             continue
         try:
-            out, used = _DECODERS[kind](view[pos:])
+            out, used = _DECODERS[kind](view[pos:], max_unpacked - unpacked)
+        except _TooBig:
+            raise _too_big(path, "unpacks to", max_unpacked) from None
         except _Truncated as e:
             image.problems.append(f"{where}: {e}")
             members = _add_archives(image, e.output, f"{where} ({kind})") if e.output else 0
             image.segments.append(Segment(pos, len(data) - pos, kind, len(e.output), members))
             break
+        unpacked += len(out)
         members = _add_archives(image, out, f"{where} ({kind})")
         image.segments.append(Segment(pos, used, kind, len(out), members))
         pos += used
@@ -348,12 +419,14 @@ def parse_initrd(data: bytes, path: str = "<image>") -> Initrd:
     return image
 
 
-def read_initrd(path: Path) -> Initrd:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise RescueError(f"{path}: {e.strerror or e}") from None
-    return parse_initrd(data, str(path))
+def read_initrd(path: Path, max_unpacked: int = MAX_UNPACKED) -> Initrd:
+    with contextlib.suppress(OSError):  # a big file is refused before it is read; errors come from reading
+        if path.is_file() and path.stat().st_size > max_unpacked:
+            raise _too_big(str(path), "the file holds", max_unpacked)
+    data, more = read_bytes(path, max_unpacked)
+    if more:
+        raise _too_big(str(path), "the file holds", max_unpacked)
+    return parse_initrd(data, str(path), max_unpacked)
 
 
 def module_dirs(image: Initrd) -> dict[str, str]:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 _KO_SUFFIX = re.compile(r"\.ko(\.(xz|zst|gz))?$")
 
@@ -159,3 +160,8 @@ def load_symbols(moddir: Path) -> dict[str, str]:
             if len(words) == 3 and words[0] == "alias" and words[1].startswith("symbol:"):
                 table.setdefault(words[1][7:], module_name(words[2]))
     return table
+
+
+def is_kernel_version(kver: str | None) -> TypeGuard[str]:
+    """A version that names a directory under /lib/modules, not a path (it may come from foreign input)."""
+    return kver is not None and kver not in ("", ".", "..") and "/" not in kver

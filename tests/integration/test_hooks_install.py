@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -135,3 +136,105 @@ def test_uninstall_refuses_a_manifest_that_points_outside(itools_root: Path, tmp
     proc = rescue("hooks", "uninstall", "--root", str(itools_root))
     assert proc.returncode == 2 and "refusing path" in proc.stderr
     assert victim.read_text() == "keep me\n"
+
+
+def test_render_into_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x\n")
+    for out, message in ((tmp_path / "file", "not a directory"), (Path("/proc/rescue"), "no such file")):
+        proc = rescue("hooks", "render", "--out", str(out))
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert proc.stderr.count("\n") == 1
+    assert (tmp_path / "file").read_text() == "x\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--root", "{root}/etc/initramfs-tools/initramfs.conf"], "not a directory"),
+        (["--root", "/proc", "--flavor", "initramfs-tools"], "is initramfs-tools installed under /proc"),
+        (["--root", "{root}", "--flavor", "dracut"], "is dracut installed"),
+        (["--root", "{root}", "--flavor", "mkinitcpio"], "invalid choice"),
+    ],
+)
+def test_install_where_it_cannot_go(itools_root: Path, args: list[str], message: str) -> None:
+    before = tree(itools_root)
+    proc = rescue("hooks", "install", *(a.format(root=itools_root) for a in args))
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert tree(itools_root) == before
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        "[1, 2]",
+        '{"flavor": "initramfs-tools", "files": "abc"}',
+        '{"flavor": "mkinitcpio", "files": []}',
+        '{"flavor": "initramfs-tools", "files": [{"name": "x"}]}',
+        "[" * 100_000,
+    ],
+)
+def test_a_corrupt_manifest_is_one_line_for_install_and_uninstall(itools_root: Path, manifest: str) -> None:
+    path = itools_root / "var/lib/rescue/hooks-installed.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(manifest)
+    before = tree(itools_root)
+    for command in ("install", "uninstall"):
+        proc = rescue("hooks", command, "--root", str(itools_root))
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "hooks-installed.json" in proc.stderr
+    assert tree(itools_root) == before
+
+
+def test_uninstall_deletes_only_what_install_can_write(itools_root: Path) -> None:
+    # A damaged manifest naming the generator's own configuration must not get it deleted.
+    conf = itools_root / "etc/initramfs-tools/initramfs.conf"
+    path = itools_root / "var/lib/rescue/hooks-installed.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        json.dumps({"flavor": "initramfs-tools", "files": [{"path": str(conf.relative_to(itools_root))}]})
+    )
+    proc = rescue("hooks", "uninstall", "--root", str(itools_root))
+    assert proc.returncode == 2 and "refusing path" in proc.stderr, proc.stderr
+    assert conf.read_text() == "MODULES=most\n"
+
+
+def test_install_never_writes_through_a_link(itools_root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (itools_root / "etc/initramfs-tools/hooks").mkdir()
+    (itools_root / "etc/initramfs-tools/hooks/rescue").symlink_to(outside)  # dangling
+    proc = rescue("hooks", "install", "--root", str(itools_root))
+    assert proc.returncode == 2 and "not installed by rescue" in proc.stderr, proc.stderr
+    assert not outside.exists()
+
+
+def test_an_install_stopped_midway_can_be_uninstalled(itools_root: Path) -> None:
+    # A file where install needs a directory: the copy fails after the first files went in.
+    (itools_root / "etc/initramfs-tools/rescue").write_text("someone else's\n")
+    before = tree(itools_root)
+    proc = rescue("hooks", "install", "--root", str(itools_root))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "installing stopped" in proc.stderr
+    assert (itools_root / "etc/initramfs-tools/hooks/rescue").is_file()  # copied before the failure
+    proc = rescue("hooks", "uninstall", "--root", str(itools_root))
+    assert proc.returncode == 0, proc.stderr
+    assert tree(itools_root) == before
+
+
+def test_render_never_writes_through_a_link(tmp_path: Path) -> None:
+    # --out in a shared place (/tmp): links planted there must not redirect the writes.
+    out, elsewhere, victim = tmp_path / "out", tmp_path / "elsewhere", tmp_path / "victim"
+    (out / "scripts/panic").mkdir(parents=True)
+    elsewhere.mkdir()
+    victim.write_text("keep me\n")
+    (out / "hooks").symlink_to(elsewhere)
+    (out / "scripts/panic/rescue").symlink_to(victim)
+    proc = rescue("hooks", "render", "--out", str(out))
+    assert proc.returncode == 2 and "is a link; refusing" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert list(elsewhere.iterdir()) == []
+    (out / "hooks").unlink()
+    proc = rescue("hooks", "render", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert victim.read_text() == "keep me\n"  # the link was replaced by the file, not followed
+    assert (out / "scripts/panic/rescue").is_file() and not (out / "scripts/panic/rescue").is_symlink()

@@ -424,6 +424,21 @@ def test_oversized_log_is_read_up_to_a_limit(tmp_path: Path, monkeypatch: pytest
     assert report.notes == ["dmesg.txt: only the first 4,096 bytes were read"]
 
 
+def test_a_capture_is_read_up_to_the_same_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Many big files must not add up to many times the limit.
+    monkeypatch.setattr(analyze, "MAX_READ", 4096)
+    filler = "[    1.000000] usb 1-1: new device\n" * 80  # 2,800 bytes
+    crc32c = "btrfs: Unknown symbol crc32c (err -2)\n"
+    files = {"a.log": filler, "b.log": filler + "x", "c.log": filler + "xx", "dmesg.txt": crc32c}
+    report = analyze_path(_capture(tmp_path, files))
+    # Small files first: dmesg.txt is read whatever the size of the console logs.
+    assert report.notes == [
+        "b.log: only the first 1,258 bytes were read",
+        "c.log: not read, the capture's first 4,096 bytes were",
+    ]
+    assert [f.id for f in report.findings] == ["btrfs-crc32c-missing"]
+
+
 def test_modcheck_failing_on_the_root_checksum(tmp_path: Path) -> None:
     modcheck = (
         "# rescue modcheck 1\nfstype btrfs source=ROOTFSTYPE\nneed btrfs root - loaded\n"

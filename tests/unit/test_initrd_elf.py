@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
 import pytest
 
+from rescue import elf
 from rescue.elf import read_module, unpack_ko
 from rescue.errors import RescueError
 from rescue.modules import ModuleDB
@@ -63,3 +65,25 @@ def test_alias_resolution_with_globs() -> None:
     assert db.resolve("virtio:d00000002v00001AF4") == ("virtio_blk",)
     assert db.resolve("virtio:d00000003v00001AF4") == ()
     assert set(db.resolve("crypto-crc32c")) == {"crc32c_intel", "crc32c_generic"}
+
+
+def test_a_hostile_module_is_a_rescue_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = _ko("kernel/lib/libcrc32c.ko")
+    with pytest.raises(RescueError, match="corrupt ELF"):
+        read_module(raw[:60])  # a 64-bit header cut short
+    # Point the symbol table's string table (sh_link) at a section that does not exist.
+    forged = bytearray(raw)
+    shoff = struct.unpack_from("<Q", raw, 0x28)[0]
+    shentsize, shnum = struct.unpack_from("<HH", raw, 0x3A)
+    for i in range(shnum):
+        header = shoff + i * shentsize
+        if struct.unpack_from("<I", raw, header + 4)[0] == 2:  # SHT_SYMTAB
+            struct.pack_into("<I", forged, header + 0x28, 60000)
+    with pytest.raises(RescueError, match="corrupt ELF"):
+        read_module(bytes(forged))
+    # A compressed module that unpacks to more than a module can be.
+    monkeypatch.setattr(elf, "MAX_MODULE", 1 << 20)
+    require(shutil.which("zstd") is not None, "zstd is not installed")
+    bomb = run(["zstd", "-q", "-c"], input=b"\0" * (8 << 20)).stdout
+    with pytest.raises(RescueError, match="unpacks to more than"):
+        unpack_ko("libcrc32c.ko.zst", bomb)
