@@ -146,6 +146,16 @@ class ModuleDB:
                     queue.extend((s, mod, "softdep") for s in self.softdeps.get(mod, []))
         return needs
 
+    def closure_paths(self, roots: Iterable[str], leave_out: Iterable[str] = ()) -> list[str]:
+        """Paths (relative to the modules dir) of the roots' closure, without the left-out modules."""
+        drop = {module_name(m) for m in leave_out}
+        paths: list[str] = []
+        for need in self.closure(roots):
+            for mod in need.providers:
+                if mod in self.paths and mod not in drop and self.paths[mod] not in paths:
+                    paths.append(self.paths[mod])
+        return paths
+
     def missing(self, roots: Iterable[str], *, softdeps: bool = True) -> list[Need]:
         return [n for n in self.closure(roots, softdeps=softdeps) if not any(map(self.present, n.providers))]
 

@@ -13,14 +13,14 @@ import io
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rescue.cpio import CpioEntry, write_newc
 from rescue.errors import RescueError
 from rescue.kernel import Kernel
-from rescue.modules import ModuleDB, module_name
+from rescue.modules import ModuleDB
 from rescue.resources import hooks_dir
 from rescue.run import run
 
@@ -42,17 +42,6 @@ class InitrdSpec:
     collector_script: Path | None = None  # another collector than the checkout's hooks/lib/rescue-collect.sh
     config: Mapping[str, str] = field(default_factory=dict)  # /etc/rescue.conf (RESCUE_HOST=...)
     files: Mapping[str, bytes] = field(default_factory=dict)  # extra files: path in the image -> contents
-
-
-def module_files(db: ModuleDB, roots: Iterable[str], leave_out: Iterable[str] = ()) -> list[str]:
-    """Paths (relative to the modules dir) of the roots' closure, without the left-out modules."""
-    drop = {module_name(m) for m in leave_out}
-    paths: list[str] = []
-    for need in db.closure(roots):
-        for mod in need.providers:
-            if mod in db.paths and mod not in drop and db.paths[mod] not in paths:
-                paths.append(db.paths[mod])
-    return paths
 
 
 def _dir(name: str) -> CpioEntry:
@@ -90,7 +79,7 @@ def module_entries(kernel: Kernel, roots: Sequence[str], leave_out: Sequence[str
     with tempfile.TemporaryDirectory(prefix="rescue-mods-") as tmp:
         stage = Path(tmp) / base
         stage.mkdir(parents=True)
-        for rel in module_files(db, roots, leave_out):
+        for rel in db.closure_paths(roots, leave_out):
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(kernel.moddir / rel, stage / rel)
         for meta in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):

@@ -75,17 +75,6 @@ class FakeRoot:
         return self.path / "run" / "rescue" / "bundle"
 
 
-def _closure_paths(roots: Sequence[str], drop: Iterable[str]) -> list[str]:
-    db = ModuleDB.load(HOST_MODDIR)
-    dropped = set(drop)
-    paths: list[str] = []
-    for need in db.closure(roots):
-        for mod in need.providers:
-            if mod in db.paths and mod not in dropped and db.paths[mod] not in paths:
-                paths.append(db.paths[mod])
-    return paths
-
-
 def build(
     base: Path,
     *,
@@ -98,7 +87,7 @@ def build(
     root = base / "root"
     moddir = root / "lib" / "modules" / KVER
     moddir.mkdir(parents=True)
-    for rel in _closure_paths(roots, drop):
+    for rel in ModuleDB.load(HOST_MODDIR).closure_paths(roots, drop):
         dest = moddir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(HOST_MODDIR / rel, dest)

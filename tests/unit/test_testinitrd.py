@@ -12,7 +12,7 @@ from rescue.cpio import read_newc
 from rescue.errors import RescueError
 from rescue.kernel import Kernel
 from rescue.modules import ModuleDB
-from rescue.testinitrd import InitrdSpec, build_test_initrd, initrd_entries, module_files
+from rescue.testinitrd import InitrdSpec, build_test_initrd, initrd_entries
 from tests.conftest import require
 
 
@@ -26,8 +26,8 @@ def host_kernel() -> Kernel:
 
 def test_module_files_follow_deps_and_drop_what_is_left_out() -> None:
     db = ModuleDB.parse(dep="kernel/a.ko: kernel/b.ko kernel/c.ko\nkernel/b.ko:\nkernel/c.ko: kernel/b.ko\n")
-    assert module_files(db, ["a"]) == ["kernel/a.ko", "kernel/b.ko", "kernel/c.ko"]
-    assert module_files(db, ["a"], leave_out=["c"]) == ["kernel/a.ko", "kernel/b.ko"]
+    assert db.closure_paths(["a"]) == ["kernel/a.ko", "kernel/b.ko", "kernel/c.ko"]
+    assert db.closure_paths(["a"], leave_out=["c"]) == ["kernel/a.ko", "kernel/b.ko"]
 
 
 def test_image_without_libcrc32c_looks_consistent(tmp_path: Path, busybox: str) -> None:
