@@ -82,8 +82,15 @@ def markers_in(log: str) -> list[str]:
 class Harness:
     """Images and boots for the scenarios, all below one work directory (images are built once each)."""
 
-    def __init__(self, workdir: Path, *, kernel: Kernel | None = None, accel: Accel | None = None,
-                 collector_script: Path | None = None, cache_dir: Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        kernel: Kernel | None = None,
+        accel: Accel | None = None,
+        collector_script: Path | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self._kernel = kernel
@@ -97,12 +104,23 @@ class Harness:
             self._kernel = fetch_kernel(cache_dir=self.cache_dir)
         return self._kernel
 
-    def initrd(self, name: str, *, leave_out: Sequence[str] = (), collector: bool = True,
-               files: dict[str, bytes] | None = None) -> Path:  # fmt: skip
+    def initrd(
+        self,
+        name: str,
+        *,
+        leave_out: Sequence[str] = (),
+        collector: bool = True,
+        files: dict[str, bytes] | None = None,
+    ) -> Path:
         out = self.workdir / f"{name}.img"
         if not out.exists():
-            spec = InitrdSpec(self.kernel, leave_out=leave_out, collector=collector, files=files or {},
-                              collector_script=self.collector_script)  # fmt: skip
+            spec = InitrdSpec(
+                self.kernel,
+                leave_out=leave_out,
+                collector=collector,
+                files=files or {},
+                collector_script=self.collector_script,
+            )
             build_test_initrd(spec, out)
         return out
 
@@ -117,8 +135,13 @@ class Harness:
     def spec(
         self, initrd: Path, *cmdline: str, disks: Sequence[Path] = (), kernel: Path | None = None
     ) -> VMSpec:
-        return VMSpec(kernel=kernel or self.kernel.vmlinuz, initrd=initrd, cmdline=kernel_cmdline(*cmdline),
-                      disks=[Disk(d) for d in disks], accel=self.accel)  # fmt: skip
+        return VMSpec(
+            kernel=kernel or self.kernel.vmlinuz,
+            initrd=initrd,
+            cmdline=kernel_cmdline(*cmdline),
+            disks=[Disk(d) for d in disks],
+            accel=self.accel,
+        )
 
     def boot_to_end(self, spec: VMSpec, log_name: str, timeout: float = BOOT_TIMEOUT) -> BootResult:
         """Boot and wait, under one deadline, for qemu to exit; the markers come from the console log."""
@@ -143,8 +166,13 @@ class Harness:
 
         with boot(spec, log_path=log_path) as console:
             console.setup_shell(SHELL_PROMPT, left())
-            for cmd in ("dmesg > dmesg.txt", "ip link set eth0 up", WAIT_LINK, "ipconfig -t 10 eth0",
-                        f"cat dmesg.txt | nc {HOST_FROM_GUEST} {port}"):  # fmt: skip
+            for cmd in (
+                "dmesg > dmesg.txt",
+                "ip link set eth0 up",
+                WAIT_LINK,
+                "ipconfig -t 10 eth0",
+                f"cat dmesg.txt | nc {HOST_FROM_GUEST} {port}",
+            ):
                 out, rc = console.run(cmd, left())
                 commands.append((cmd, out, rc))
                 if rc != 0:
@@ -263,25 +291,50 @@ class Harness:
     @staticmethod
     def _result(log: str, status: int | None, start: float, log_path: Path) -> BootResult:
         end = END.search(log)
-        return BootResult(markers_in(log), end.group(1).strip() if end else None, status,
-                          time.monotonic() - start, log_path)  # fmt: skip
+        return BootResult(
+            markers_in(log), end.group(1).strip() if end else None, status, time.monotonic() - start, log_path
+        )
 
 
 class ListenerProcess:
-    """`rescue listen --json` on 127.0.0.1, port chosen by the OS, read through its events (demo, bench)."""
+    """A real `rescue listen --json` process, port chosen by the OS, read through its events.
 
-    def __init__(self, directory: Path) -> None:
-        argv = [sys.executable, "-m", "rescue", "listen", "--bind", "127.0.0.1", "--port", "0",
-                "--dir", str(directory), "--json"]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    Used by the tests, `make demo`, the benchmarks and the capture recorder alike.
+    """
+
+    def __init__(
+        self, directory: Path, *extra: str, bind: str = "127.0.0.1", wrap: Sequence[str] = ()
+    ) -> None:
+        self.dir = directory
+        argv = [
+            *wrap,
+            sys.executable,
+            "-m",
+            "rescue",
+            "listen",
+            "--bind",
+            bind,
+            "--port",
+            "0",
+            "--dir",
+            str(directory),
+            "--json",
+            *extra,
+        ]
+        # The human side (stderr with --json) goes to a file: a pipe nobody reads could fill up and stall it.
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = directory.parent / f"listener-{id(self)}.stderr"
+        self._stderr = self.stderr_path.open("w")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        self.events: list[dict[str, Any]] = []  # every event seen so far, in order
         # A thread reads the events: select() on a buffered pipe misses lines that arrived in one read.
-        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
-        first = self.next_event(20)
-        if first.get("event") != "listening":
+        try:
+            self.port = int(self.wait_for("listening", 20)["port"])
+        except RescueError:
             self.stop()
-            raise RescueError(f"the listener did not start: {first}")
-        self.port = int(first["port"])
+            raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -291,35 +344,44 @@ class ListenerProcess:
             except ValueError:
                 continue
             event["received_at"] = time.monotonic()  # for the benchmarks: when the host knew it
-            self._events.put(event)
-        self._events.put(None)
+            self._queue.put(event)
+        self._queue.put(None)
 
-    def next_event(self, timeout: float) -> dict[str, Any]:
+    def next_event(self, timeout: float = 30) -> dict[str, Any]:
         try:
-            event = self._events.get(timeout=timeout)
+            event = self._queue.get(timeout=timeout)
         except queue.Empty:
-            raise RescueError(f"no event from the listener in {timeout:.0f}s") from None
+            raise RescueError(f"no event from the listener in {timeout:.0f}s; {self.stderr_now()}") from None
         if event is None:
-            self._events.put(None)
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RescueError(f"the listener exited: {err.strip()[-300:]}")
+            self._queue.put(None)
+            raise RescueError(f"the listener exited ({self.proc.poll()}): {self.stderr_now()}")
+        self.events.append(event)
         return event
 
-    def wait_for(self, kind: str, timeout: float) -> dict[str, Any]:
+    def wait_for(self, kind: str, timeout: float = 30) -> dict[str, Any]:
+        """The next event of this kind (the others are kept in self.events)."""
         deadline = time.monotonic() + timeout
         while True:
             event = self.next_event(max(0.01, deadline - time.monotonic()))
             if event.get("event") == kind:
                 return event
 
-    def stop(self) -> None:
+    def captures(self, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+        return [self.wait_for("capture", timeout) for _ in range(count)]
+
+    def stderr_now(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()
         try:
-            self.proc.wait(timeout=20)
+            return self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait()
+            return self.proc.wait()
+        finally:
+            self._stderr.close()
 
     def __enter__(self) -> ListenerProcess:
         return self
