@@ -52,8 +52,8 @@ class Listener(ListenerProcess):
     def __init__(
         self, directory: Path, *extra: str, bind: str = "127.0.0.1", wrap: list[str] | None = None
     ) -> None:
+        super().__init__(directory, *extra, bind=bind, wrap=wrap or ())  # stops itself if it fails to start
         Listener.live.append(self)
-        super().__init__(directory, *extra, bind=bind, wrap=wrap or ())
 
 
 @pytest.fixture(autouse=True)
