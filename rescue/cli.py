@@ -10,15 +10,16 @@ from collections.abc import Sequence
 from rescue import __version__
 from rescue.errors import EXIT_INTERNAL, EXIT_USAGE, RescueError, os_error, printable
 
-# Each module has register(subparsers), which adds its sub-command(s) and sets `func`
-# (a callable taking the parsed namespace and returning the exit code).
-COMMAND_MODULES = [
-    "rescue.listener",
-    "rescue.analyze",
-    "rescue.checkimage",
-    "rescue.hooks",
-    "rescue.replay",
-]
+# Sub-command -> the module whose register(subparsers) adds it and sets `func` (a callable taking the
+# parsed namespace and returning the exit code). Only the module of the command given is imported:
+# `check-image` need not pay for asyncio, nor `listen` for the decompressors.
+COMMANDS = {
+    "listen": "rescue.listener",
+    "analyze": "rescue.analyze",
+    "check-image": "rescue.checkimage",
+    "hooks": "rescue.hooks",
+    "replay": "rescue.replay",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,19 +28,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {printable(message)}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser, with only the sub-command named in argv registered (all of them when none is named)."""
     parser = _Parser(prog="rescue", description="Get the evidence out of a machine stuck in its initramfs.")
     parser.add_argument("--version", action="version", version=f"rescue {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    named = [a for a in argv if a in COMMANDS][:1]
+    for command in named or COMMANDS:
+        importlib.import_module(COMMANDS[command]).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

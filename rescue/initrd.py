@@ -131,6 +131,20 @@ def _zstd(data: memoryview, limit: int) -> tuple[bytes, int]:
     while bytes(data[pos : pos + 4]) == _ZSTD_MAGIC:
         end = _frame_end(data, pos)
         try:
+            declared = zstandard.get_frame_parameters(data[pos : pos + 18]).content_size
+        except zstandard.ZstdError:
+            declared = 0  # a header cut short: the streaming path below says how
+        if end is not None and 0 < declared <= limit - total:
+            # The frame says its size: one allocation, no pieces to join. A frame that lies is an error
+            # here (decompress() writes into exactly that much), never a bigger allocation.
+            try:
+                parts.append(dctx.decompress(data[pos:end], max_output_size=declared))
+            except zstandard.ZstdError as e:
+                raise _Truncated(b"".join(parts), f"zstd data corrupt: {e}") from None
+            total += len(parts[-1])
+            pos = end
+            continue
+        try:
             for piece in dctx.read_to_iter(data[pos:end], read_size=_CHUNK, write_size=_CHUNK):
                 total += len(piece)
                 if total > limit:
