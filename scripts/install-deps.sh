@@ -18,5 +18,6 @@ fi
 echo "install-deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
 apt-get -o DPkg::Lock::Timeout=600 update -q
+# Recommends included: the tests were written against packages installed that way.
 # shellcheck disable=SC2086  # word splitting of the package list is wanted
-apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing
+apt-get -o DPkg::Lock::Timeout=600 install -y -q $missing
