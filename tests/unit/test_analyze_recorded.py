@@ -144,7 +144,7 @@ def _expected(capture: Path) -> str | None:
                 return rule_id
     if name.startswith(("normal", "ok")):
         return None
-    pytest.skip(f"{capture}: no EXPECTED file and no finding id in its name")
+    pytest.fail(f"{capture}: no EXPECTED file and no finding id in its name: say what it must find")
 
 
 @pytest.mark.parametrize("capture", _capture_dirs(), ids=lambda p: str(p.relative_to(CAPTURES)))
