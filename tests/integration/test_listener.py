@@ -212,7 +212,7 @@ def test_endless_stream_stops_at_max_bytes(tmp_path: Path, busybox: str) -> None
     try:
         # busybox nc fed by /dev/zero never reaches EOF by itself: the listener must end it.
         pipeline = f"{busybox} cat /dev/zero | {busybox} nc 127.0.0.1 {lst.port}"
-        subprocess.run([busybox, "sh", "-c", pipeline], capture_output=True, timeout=60)  # ends: it is cut off
+        subprocess.run([busybox, "sh", "-c", pipeline], capture_output=True, timeout=60)  # ends when cut off
         ev = lst.wait_for("capture")
         assert ev["status"] == "incomplete" and "max-bytes" in ev["reason"]
         kept = Path(ev["path"]) / "stream.bin.partial"
