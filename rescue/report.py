@@ -17,6 +17,9 @@ def human_size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+PLAIN_PROGRESS_EVERY = 10.0  # seconds between progress lines when the output is not a terminal
+
+
 class Reporter:
     def __init__(self, *, json_events: bool, log: Path | None) -> None:
         self.json_events = json_events
@@ -24,6 +27,7 @@ class Reporter:
         # With --json, stdout carries only events; the words for people go to stderr.
         self.human: TextIO = sys.stderr if json_events else sys.stdout
         self._log_path = log
+        self._last_plain_progress = float("-inf")
         self._log: TextIO | None = None
         self.reopen_log()
 
@@ -52,9 +56,13 @@ class Reporter:
             print(json.dumps({"event": name, **fields}, ensure_ascii=False), file=self.out, flush=True)
 
     def progress(self, text: str) -> None:
-        """A progress line: rewritten in place on a terminal, skipped otherwise (the summary follows)."""
+        """A progress line: rewritten in place on a terminal; elsewhere (a log, a journal) one line every
+        PLAIN_PROGRESS_EVERY seconds, so a long transfer shows it is alive without flooding the log."""
         if self.human.isatty():
             print("\r\033[K" + text, end="", file=self.human, flush=True)
+        elif time.monotonic() - self._last_plain_progress >= PLAIN_PROGRESS_EVERY:
+            self._last_plain_progress = time.monotonic()
+            self.say(text)
 
     def end_progress(self) -> None:
         if self.human.isatty():
