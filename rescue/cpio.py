@@ -7,7 +7,7 @@ concatenated segments (an early microcode cpio, then a compressed main archive).
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -124,11 +124,6 @@ def read_newc(buf: bytes | memoryview, offset: int = 0) -> tuple[list[CpioEntry]
     """Parse one newc archive starting at offset; return its entries and the offset just past its trailer."""
     records, end = scan_newc(buf, offset)
     return [r.entry(buf) for r in records], end
-
-
-def iter_newc(buf: bytes) -> Iterator[CpioEntry]:
-    entries, _ = read_newc(buf)
-    yield from entries
 
 
 def _header(ino: int, entry: CpioEntry | None, name: bytes, size: int) -> bytes:

@@ -60,10 +60,8 @@ class Connection(asyncio.BufferedProtocol):
         self.sink: FileWriter | None = None
         self.raw_name: str | None = None
         self.done = False
-        self.limit_reason: str | None = None
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
-        self.result: Capture | None = None  # set by the worker thread that finalises the capture
 
     # asyncio callbacks ------------------------------------------------------------------------
 
@@ -182,14 +180,12 @@ class Connection(asyncio.BufferedProtocol):
             return
         data = memoryview(self._buf)[: self._fill]
         room = self.settings.max_bytes - self.bytes
-        if len(data) > room:
-            data = data[:room]
-            self.limit_reason = f"stopped at --max-bytes {human_size(self.settings.max_bytes)}"
-        self.sink.write(data)
-        self.bytes += len(data)
+        over = len(data) > room
+        self.sink.write(data[:room] if over else data)
+        self.bytes += min(len(data), room)
         self._fill = 0
-        if self.limit_reason and not self.done:
-            self.finish("incomplete", self.limit_reason)
+        if over and not self.done:
+            self.finish("incomplete", f"stopped at --max-bytes {human_size(self.settings.max_bytes)}")
 
     def _reject(self, reason: str) -> None:
         self.capture = self.server.store.new_capture(self.peer, time.time())
@@ -244,7 +240,7 @@ class ListenServer:
         self.reporter = reporter
         self.store = Store(settings.dir)
         self.connections: set[Connection] = set()
-        self.pending: set[asyncio.Future[None]] = set()
+        self.pending: set[asyncio.Future[Capture | None]] = set()
         self.stats = {"connections": 0, "bytes": 0, "complete": 0, "incomplete": 0, "rejected": 0}
         self.started = time.time()
         self.server: asyncio.Server | None = None
@@ -274,11 +270,10 @@ class ListenServer:
 
     def _finalize_blocking(
         self, conn: Connection, sink: FileWriter | None, status: str, reason: str | None
-    ) -> None:
+    ) -> Capture | None:
         cap = conn.capture
         if cap is None:  # nothing arrived at all: no capture
-            conn.result = None
-            return
+            return None
         files: list[StoredFile] = []
         skipped: list[dict[str, str]] = []
         sums = "absent"
@@ -318,7 +313,7 @@ class ListenServer:
         except OSError as e:
             # Disk full even for the manifest: the files are there; say so rather than lose them quietly.
             cap.manifest["manifest_error"] = e.strerror
-        conn.result = cap
+        return cap
 
     def _unpack(
         self, conn: Connection, spool: FileWriter, status: str, reason: str | None
@@ -349,7 +344,7 @@ class ListenServer:
             path.unlink()
         return status, reason, files, result.skipped
 
-    def _finalized(self, fut: asyncio.Future[None], conn: Connection) -> None:
+    def _finalized(self, fut: asyncio.Future[Capture | None], conn: Connection) -> None:
         self.pending.discard(fut)
         if fut.exception():
             exc = fut.exception()
@@ -357,7 +352,7 @@ class ListenServer:
                 "error", f"error finishing a capture from {conn.peer}: {exc}", peer=conn.peer, error=str(exc)
             )
             return
-        cap = conn.result
+        cap = fut.result()
         if cap is None:
             return
         m = cap.manifest

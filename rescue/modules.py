@@ -156,9 +156,6 @@ class ModuleDB:
                     paths.append(self.paths[mod])
         return paths
 
-    def missing(self, roots: Iterable[str], *, softdeps: bool = True) -> list[Need]:
-        return [n for n in self.closure(roots, softdeps=softdeps) if not any(map(self.present, n.providers))]
-
 
 def load_symbols(moddir: Path) -> dict[str, str]:
     """modules.symbols of a modules directory: exported symbol -> module (empty when absent)."""

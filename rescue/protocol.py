@@ -11,7 +11,6 @@ import gzip
 import re
 import tarfile
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,7 +101,6 @@ def extract_tar(
     *,
     max_members: int,
     legacy_encoding: str,
-    on_file: Callable[[str], None] | None = None,
 ) -> TarResult:
     """Extract the regular files of a (possibly gzip'd, possibly truncated) tar below dest.
 
@@ -149,8 +147,6 @@ def extract_tar(
                 stored = writer.commit()
                 stored.name, stored.encoding = rel, how
                 result.files.append(stored)
-                if on_file:
-                    on_file(rel)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         result.error = f"archive ends early or is damaged: {e}"
     return result

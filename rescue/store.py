@@ -134,10 +134,6 @@ class FileWriter:
         self.close()
         return StoredFile(self.partial.name, self.bytes, self._hash.hexdigest())
 
-    @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
-
 
 @dataclass
 class Capture:
