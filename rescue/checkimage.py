@@ -26,6 +26,7 @@ from rescue.elf import KernelModule, read_module, unpack_ko
 from rescue.errors import RescueError
 from rescue.initrd import MAX_UNPACKED, Initrd, module_dirs, read_initrd
 from rescue.modules import ModuleDB, is_kernel_version, load_symbols, module_name
+from rescue.report import human_size
 
 HOST_MODULES = Path("/lib/modules")
 MAX_METADATA = 32 << 20  # per modules.* file in the image; a whole Debian kernel's modules.alias is 1.4 MB
@@ -286,15 +287,6 @@ def _generator(image: Initrd) -> str | None:
     return None
 
 
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
-
-
 def check_image(
     path: Path,
     *,
@@ -347,7 +339,8 @@ def check_image(
         + ["module .modinfo", "symbols" if host_symbols else "symbols (no modules.symbols)"]
     )
     segs = ", ".join(
-        f"{s.compression} {_human(s.size)}" + (f" -> {_human(s.unpacked)}" if s.compression != "cpio" else "")
+        f"{s.compression} {human_size(s.size)}"
+        + (f" -> {human_size(s.unpacked)}" if s.compression != "cpio" else "")
         for s in image.segments
     )
     counts = {st: sum(n.status == st for n in needs) for st in ("in-image", "builtin", "missing")}
