@@ -22,7 +22,7 @@ from typing import Any
 
 from rescue.console import Console
 from rescue.errors import RescueError
-from rescue.kernel import Kernel, fetch_kernel
+from rescue.kernel import Kernel, host_kernel
 from rescue.qemu import (
     HOST_FROM_GUEST,
     Accel,
@@ -101,7 +101,7 @@ class Harness:
     @property
     def kernel(self) -> Kernel:
         if self._kernel is None:
-            self._kernel = fetch_kernel(cache_dir=self.cache_dir)
+            self._kernel = host_kernel()
         return self._kernel
 
     def initrd(
@@ -209,18 +209,12 @@ class Harness:
     # --- scenarios 5 and 6: images made by the real generators with the hooks (rescue.imagebuild) ---
 
     def generator_kernel(self) -> tuple[str, Path]:
-        """(version, vmlinuz) for the generator images, which are built from the host's /lib/modules.
-
-        The downloaded kernel when the host has its modules (the usual case: the same package); else the
-        newest kernel installed on the host, so an apt index newer than the installed kernel does not matter.
-        """
+        """(version, vmlinuz) for the generator images, which are built from the host's /lib/modules:
+        the harness's kernel when the host has its modules (the usual case), else the host's own."""
         if (Path("/lib/modules") / self.kernel.version / "modules.dep").is_file():
             return self.kernel.version, self.kernel.vmlinuz
-        for moddir in sorted(Path("/lib/modules").glob("*"), reverse=True):
-            vmlinuz = Path("/boot") / f"vmlinuz-{moddir.name}"
-            if (moddir / "modules.dep").is_file() and vmlinuz.is_file():
-                return moddir.name, vmlinuz
-        raise RescueError("no kernel with modules installed on this host", hint="make deps")
+        installed = host_kernel()
+        return installed.version, installed.vmlinuz
 
     def generator_image(self, generator: str, drop: Sequence[str] = ("libcrc32c",)) -> Path:
         """An initramfs-tools or dracut image for generator_kernel(), hooks in, drop modules removed."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue.errors import RescueError
+from rescue.modules import KERNEL_ENV, chosen_kernel
 from rescue.run import run
 
 DEFAULT_PACKAGE = "linux-image-cloud-amd64"
@@ -75,6 +76,17 @@ def package_version(package: str) -> str:
     if not version:
         raise RescueError(f"apt knows no version of {package}", hint="apt-get update")
     return version
+
+
+def host_kernel() -> Kernel:
+    """The kernel installed here (chosen_kernel: $RESCUE_KERNEL, else the newest), to boot as it is."""
+    found = chosen_kernel(bootable=True)
+    if found is None or found.vmlinuz is None:
+        raise RescueError(
+            "no kernel with modules.dep and a vmlinuz is installed here",
+            hint=f"make deps installs linux-image-cloud-amd64; {KERNEL_ENV}=VERSION picks one",
+        )
+    return Kernel("installed", "", found.version, Path("/"), found.vmlinuz, found.moddir)
 
 
 def fetch_kernel(package: str = DEFAULT_PACKAGE, cache_dir: Path | None = None) -> Kernel:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -172,3 +173,47 @@ def load_symbols(moddir: Path) -> dict[str, str]:
 def is_kernel_version(kver: str | None) -> TypeGuard[str]:
     """A version that names a directory under /lib/modules, not a path (it may come from foreign input)."""
     return kver is not None and kver not in ("", ".", "..") and "/" not in kver
+
+
+# --- installed kernels ----------------------------------------------------------------------------------
+
+_VERSION_PART = re.compile(r"(\d+)")
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key for kernel versions by their numbers: 6.1.0-10 after 6.1.0-9, 6.12.57 after 6.1.0-57."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in _VERSION_PART.split(version) if p)
+
+
+@dataclass(frozen=True)
+class InstalledKernel:
+    version: str  # uname -r, e.g. 6.1.0-57-cloud-amd64 (Debian moves the ABI number with security updates)
+    moddir: Path  # ROOT/lib/modules/VERSION, with a modules.dep
+    vmlinuz: Path | None  # /boot/vmlinuz-VERSION, or the 7.x packaging's /usr/lib/modules/VERSION/vmlinuz
+
+
+def installed_kernels(root: Path = Path("/")) -> list[InstalledKernel]:
+    """The kernels whose modules are installed under root (modules.dep present), oldest first."""
+    found: dict[str, InstalledKernel] = {}
+    for base in ("lib/modules", "usr/lib/modules"):  # the same directory on a merged-/usr system
+        for moddir in sorted((root / base).glob("*")):
+            version = moddir.name
+            if version in found or not (moddir / "modules.dep").is_file():
+                continue
+            candidates = (root / "boot" / f"vmlinuz-{version}", moddir / "vmlinuz")
+            vmlinuz = next((p for p in candidates if p.is_file()), None)
+            found[version] = InstalledKernel(version, moddir, vmlinuz)
+    return sorted(found.values(), key=lambda k: version_key(k.version))
+
+
+KERNEL_ENV = "RESCUE_KERNEL"  # names the installed kernel the harness and the tests use (default: newest)
+
+
+def chosen_kernel(root: Path = Path("/"), *, bootable: bool = False) -> InstalledKernel | None:
+    """$RESCUE_KERNEL when set (it must be installed), else the newest installed kernel (with a vmlinuz
+    when bootable); None when there is none."""
+    kernels = [k for k in installed_kernels(root) if k.vmlinuz or not bootable]
+    wanted = os.environ.get(KERNEL_ENV)
+    if wanted:
+        kernels = [k for k in kernels if k.version == wanted]
+    return kernels[-1] if kernels else None

@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))
 
 from rescue.errors import RescueError  # noqa: E402
 from rescue.harness import Harness, ListenerProcess  # noqa: E402
-from rescue.kernel import default_cache_dir, fetch_kernel  # noqa: E402
+from rescue.kernel import host_kernel  # noqa: E402
 
 WANTED = "btrfs-crc32c-missing"
 
@@ -38,10 +38,8 @@ def show(event: dict[str, Any], analysis: dict[str, Any] | None) -> None:
 
 def main() -> int:
     start = time.monotonic()
-    cache = default_cache_dir()
-    print(f"demo: kernel linux-image-cloud-amd64 (cache {cache}; the first run downloads it)", flush=True)
-    kernel = fetch_kernel(cache_dir=cache)
-    print(f"demo: kernel {kernel.version} ready after {time.monotonic() - start:.1f}s", flush=True)
+    kernel = host_kernel()
+    print(f"demo: kernel {kernel.version} (the newest installed; RESCUE_KERNEL picks another)", flush=True)
     with tempfile.TemporaryDirectory(prefix="rescue-demo-") as tmp:
         harness = Harness(Path(tmp) / "work", kernel=kernel)
         with ListenerProcess(Path(tmp) / "captures") as listener:

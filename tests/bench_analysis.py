@@ -17,9 +17,8 @@ from pathlib import Path
 from rescue.analyze import analyze_path
 from rescue.checkimage import check_image
 from rescue.run import run
-from tests.integration.images import installed_kernel
+from tests.host_kernel import KVER
 
-KVER = installed_kernel()
 IMAGE = Path(f"/boot/initrd.img-{KVER}")
 RECORDED = Path(__file__).resolve().parent / "data" / "analyze"
 

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from rescue.imagebuild import build_initramfs_tools_image
-from tests.collector_root import KVER, build, run_collector
+from tests.collector_root import build, run_collector
+from tests.host_kernel import KVER
 
 BUSYBOX = "/bin/busybox"
 

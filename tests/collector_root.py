@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue.modules import ModuleDB
+from tests.host_kernel import HOST_MODDIR, KVER
 
-KVER = "6.1.0-56-cloud-amd64"
-HOST_MODDIR = Path("/lib/modules") / KVER
 REPO = Path(__file__).resolve().parent.parent
 COLLECTOR = REPO / "hooks" / "lib" / "rescue-collect.sh"
 

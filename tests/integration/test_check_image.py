@@ -18,9 +18,9 @@ from rescue.checkimage import check_image
 from rescue.initrd import read_initrd
 from rescue.run import run
 from tests.conftest import require
-from tests.integration.images import build_dracut_image, build_initramfs_tools_image, installed_kernel
+from tests.host_kernel import KVER
+from tests.integration.images import build_dracut_image, build_initramfs_tools_image
 
-KVER = installed_kernel()
 HOST_INITRD = Path(f"/boot/initrd.img-{KVER}")
 
 

@@ -23,10 +23,9 @@ from rescue.cpio import CpioEntry, write_newc
 from rescue.errors import RescueError
 from rescue.run import run
 from tests.conftest import require
-from tests.integration.images import installed_kernel
+from tests.host_kernel import HOST_MODDIR, KVER
 
-KVER = installed_kernel()
-HOST = Path("/lib/modules") / KVER
+HOST = HOST_MODDIR
 BTRFS_DEPS = [
     "kernel/fs/btrfs/btrfs.ko",
     "kernel/crypto/xor.ko",

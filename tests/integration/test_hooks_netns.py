@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.collector_root import COLLECTOR, HOST_MODDIR, FakeRoot, build
+from tests.collector_root import COLLECTOR, FakeRoot, build
 from tests.conftest import Listener, require
+from tests.host_kernel import HOST_MODDIR
 
 pytestmark = pytest.mark.netns
 

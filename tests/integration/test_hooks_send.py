@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.collector_root import HOST_MODDIR, build, run_collector
+from tests.collector_root import build, run_collector
 from tests.conftest import Listener, require
+from tests.host_kernel import HOST_MODDIR, KVER
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +35,7 @@ def test_bundle_arrives_complete_and_verified(busybox: str, tmp_path: Path, list
     capture = Path(event["path"])
     manifest = json.loads((capture / "manifest.json").read_text())
     assert manifest["header"]["name"] == "bundle"
-    assert manifest["header"]["kernel"] == "6.1.0-56-cloud-amd64"
+    assert manifest["header"]["kernel"] == KVER
     assert manifest["header"]["host"] == "broken_host"  # spaces become _ on the wire
     assert manifest["header"]["boot"] == "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
     # The files arrive byte for byte as the collector wrote them.

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from rescue.imagebuild import build_dracut_image, build_initramfs_tools_image
-from tests.collector_root import KVER, FakeRoot, add_fixtures, run_collector
+from tests.collector_root import FakeRoot, add_fixtures, run_collector
 from tests.conftest import Listener, require
+from tests.host_kernel import KVER
 
 pytestmark = pytest.mark.image
 

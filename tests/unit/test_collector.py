@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.collector_root import BTRFS_UUID, HOST_MODDIR, FakeRoot, build, run_collector
+from tests.collector_root import BTRFS_UUID, FakeRoot, build, run_collector
 from tests.conftest import require
+from tests.host_kernel import HOST_MODDIR, KVER
 
 MEMBERS = {
     "dmesg.txt", "cmdline.txt", "modules.txt", "crypto.txt", "filesystems.txt", "partitions.txt",
@@ -140,7 +141,7 @@ def test_bundle_members_checksums_and_masking(busybox: str, tmp_path: Path) -> N
     info = dict(line.split("=", 1) for line in (fake.bundle / "info.txt").read_text().splitlines())
     assert set(info) == {"KERNEL", "HOSTNAME", "BOOT_ID", "GENERATOR", "ROOT", "ROOTFSTYPE", "ROOTFLAGS",
                          "REASON", "RESCUE_VERSION"}  # fmt: skip
-    assert info["KERNEL"] == "6.1.0-56-cloud-amd64"
+    assert info["KERNEL"] == KVER
     assert info["REASON"] == "panic"
     assert info["GENERATOR"] == "custom"
     assert info["ROOT"] == "cifs://admin:***@nas/root"
@@ -198,7 +199,7 @@ def test_builtin_filesystem_and_builtin_softdeps(busybox: str, tmp_path: Path) -
 def test_listed_in_modules_dep_but_file_missing(busybox: str, tmp_path: Path) -> None:
     # A hand-built image that copied the kernel's modules.dep but not every .ko: the file decides.
     fake = build(tmp_path)
-    (fake.path / "lib/modules/6.1.0-56-cloud-amd64/kernel/lib/libcrc32c.ko").unlink()
+    (fake.path / f"lib/modules/{KVER}/kernel/lib/libcrc32c.ko").unlink()
     run_collector(busybox, fake, "test")
     lines = modcheck(fake)
     assert "need libcrc32c dep btrfs missing" in lines

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import struct
-from pathlib import Path
 
 import pytest
 
@@ -14,9 +13,9 @@ from rescue.errors import RescueError
 from rescue.modules import ModuleDB
 from rescue.run import run
 from tests.conftest import require
-from tests.integration.images import installed_kernel
+from tests.host_kernel import HOST_MODDIR
 
-MODDIR = Path("/lib/modules") / installed_kernel()
+MODDIR = HOST_MODDIR
 
 
 def _ko(rel: str) -> bytes:

@@ -11,17 +11,18 @@ import pytest
 from rescue.cpio import read_newc
 from rescue.errors import RescueError
 from rescue.kernel import Kernel
+from rescue.kernel import host_kernel as installed_kernel
 from rescue.modules import ModuleDB
 from rescue.testinitrd import InitrdSpec, build_test_initrd, initrd_entries
 from tests.conftest import require
+from tests.host_kernel import KERNEL, MISSING
 
 
 def host_kernel() -> Kernel:
-    mods = sorted(p for p in Path("/lib/modules").glob("*") if (p / "modules.dep").is_file())
-    require(bool(mods), "no kernel modules installed under /lib/modules (install linux-image-cloud-amd64)")
-    version = mods[-1].name
-    require((mods[-1] / "kernel/fs/btrfs/btrfs.ko").exists(), "the installed kernel has no btrfs.ko module")
-    return Kernel("host", "", version, Path("/"), Path(f"/boot/vmlinuz-{version}"), mods[-1])
+    require(KERNEL is not None and KERNEL.vmlinuz is not None, MISSING)
+    kernel = installed_kernel()
+    require((kernel.moddir / "kernel/fs/btrfs/btrfs.ko").exists(), "the installed kernel has no btrfs.ko")
+    return kernel
 
 
 def test_module_files_follow_deps_and_drop_what_is_left_out() -> None:

@@ -1,4 +1,4 @@
-"""Fixtures for the qemu tier: one Harness per test session (kernel fetched once, images built once)."""
+"""Fixtures for the qemu tier: one Harness per test session (the installed kernel, images built once)."""
 
 from __future__ import annotations
 

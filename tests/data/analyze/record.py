@@ -20,11 +20,11 @@ from pathlib import Path
 
 from rescue.cpio import CpioEntry, write_newc
 from rescue.run import run
-from tests.integration.images import build_dracut_image, build_initramfs_tools_image, installed_kernel
+from tests.host_kernel import KERNEL, KVER
+from tests.integration.images import build_dracut_image, build_initramfs_tools_image
 
 HERE = Path(__file__).resolve().parent
-KVER = installed_kernel()
-KERNEL = Path(f"/boot/vmlinuz-{KVER}")
+VMLINUZ = KERNEL.vmlinuz if KERNEL and KERNEL.vmlinuz else Path("/boot/vmlinuz-(none)")
 BUSYBOX = Path("/bin/busybox")
 
 # The root file system's /sbin/init: say so and power off (a normal boot, for the no-false-alarm test).
@@ -155,7 +155,7 @@ def boot(initrd: Path, append: str, disk: Path | None) -> str:
         "-nographic",
         "-no-reboot",
         "-kernel",
-        KERNEL,
+        VMLINUZ,
         "-initrd",
         initrd,
         "-append",
