@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections.abc import Sequence
 
@@ -52,11 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        return _fail(e)
+        return _fail(e, as_json=bool(getattr(args, "json", False)))
 
 
-def _fail(e: Exception) -> int:
-    """Any failure as one line on stderr (stdout stays clean for --json) and its exit code."""
+def _fail(e: Exception, *, as_json: bool = False) -> int:
+    """Any failure as one line on stderr and its exit code; with --json also one {"error": ...} document
+    on stdout, so that a script reading stdout never gets an empty answer."""
     if isinstance(e, RescueError):
         message, code = str(e), e.exit_code
     elif isinstance(e, OSError):  # a path the user gave that cannot be read or written
@@ -64,4 +66,6 @@ def _fail(e: Exception) -> int:
     else:
         message, code = f"internal error: {type(e).__name__}: {e} (--debug shows where)", EXIT_INTERNAL
     print(f"rescue: {printable(message)}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message, "exit": code}, ensure_ascii=False))
     return code

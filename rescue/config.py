@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import sys
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -40,6 +42,7 @@ class Settings:
     port: int = 3333
     dir: Path = Path("captures")
     token: str | None = None
+    token_file: Path | None = None  # read at start and on SIGHUP; never shown (unlike --token in ps)
     allow: tuple[Network, ...] = ()  # empty: every peer may send
     max_bytes: int = 4 << 30  # per connection
     max_connections: int = 256
@@ -59,7 +62,11 @@ class Settings:
 
 
 _FILE_KEYS = {
+    "bind",
+    "port",
+    "dir",
     "token",
+    "token_file",
     "allow",
     "max_bytes",
     "max_connections",
@@ -79,7 +86,7 @@ def coerce(key: str, value: Any) -> Any:
         return tuple(parse_network(str(v)) for v in (value if isinstance(value, list | tuple) else [value]))
     if key == "max_bytes":
         return parse_size(value)
-    if key in ("dir", "log", "config"):
+    if key in ("dir", "log", "config", "token_file"):
         return Path(value)
     if key in ("port", "max_connections", "max_members"):
         return int(value)
@@ -106,12 +113,52 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise RescueError(f"config file {path}: {e}") from None
 
 
-def build_settings(cli: dict[str, Any]) -> Settings:
-    """Defaults < config file < flags given on the command line (None means not given)."""
+TOKEN_ENV = "RESCUE_TOKEN"
+_TOKEN = re.compile(r"[!-~]{1,256}")  # printable, no spaces: it travels as one header word
+_TOKEN_KEYS = ("token", "token_file")
+
+
+def warn_visible_token() -> None:
+    print(
+        "rescue: warning: --token shows the token to every user of this machine (ps, /proc);"
+        f" use --token-file FILE or {TOKEN_ENV}",
+        file=sys.stderr,
+    )
+
+
+def read_token_file(path: Path) -> str | None:
+    """The token in a file (surrounding white space ignored); None when the file is empty."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(4097)
+    except OSError as e:
+        raise RescueError(f"cannot read token file {path}: {e.strerror}") from None
+    text = data.decode("utf-8", errors="replace").strip()
+    if len(data) > 4096 or (text and not _TOKEN.fullmatch(text)):
+        raise RescueError(f"token file {path}: not a token", hint="one word of printable characters")
+    return text or None
+
+
+def build_settings(cli: dict[str, Any], env: dict[str, str] | None = None) -> Settings:
+    """Defaults < config file < $RESCUE_TOKEN < flags given on the command line (None means not given).
+
+    The token is one setting whichever way it is given: the highest layer that names a token or a token
+    file decides, and a token file is read here (so SIGHUP, which calls this again, re-reads it).
+    """
     given = {k: coerce(k, v) for k, v in cli.items() if v is not None and v != []}
     settings = Settings()
+    from_file: dict[str, Any] = {}
     config = given.get("config")
     if config is not None:
-        settings = replace(settings, **read_config_file(config))
+        from_file = read_config_file(config)
+        settings = replace(settings, **from_file)
     names = {f.name for f in fields(Settings)}
-    return replace(settings, **{k: v for k, v in given.items() if k in names})
+    settings = replace(settings, **{k: v for k, v in given.items() if k in names})
+    env_token = (os.environ if env is None else env).get(TOKEN_ENV) or None
+    layers: tuple[dict[str, Any], ...] = (given, {"token": env_token} if env_token else {}, from_file)
+    for layer in layers:
+        if any(layer.get(k) is not None for k in _TOKEN_KEYS):
+            token_file = layer.get("token_file")
+            token = layer.get("token") or (read_token_file(token_file) if token_file else None)
+            return replace(settings, token=token, token_file=token_file)
+    return settings

@@ -297,7 +297,13 @@ class ListenerProcess:
     """
 
     def __init__(
-        self, directory: Path, *extra: str, bind: str = "127.0.0.1", wrap: Sequence[str] = ()
+        self,
+        directory: Path,
+        *extra: str,
+        bind: str = "127.0.0.1",
+        wrap: Sequence[str] = (),
+        pass_fds: Sequence[int] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.dir = directory
         argv = [
@@ -319,7 +325,9 @@ class ListenerProcess:
         directory.parent.mkdir(parents=True, exist_ok=True)
         self.stderr_path = directory.parent / f"listener-{id(self)}.stderr"
         self._stderr = self.stderr_path.open("w")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=self._stderr, text=True, pass_fds=pass_fds, env=env
+        )
         self.events: list[dict[str, Any]] = []  # every event seen so far, in order
         # A thread reads the events: select() on a buffered pipe misses lines that arrived in one read.
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()

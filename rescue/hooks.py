@@ -20,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from rescue.config import read_token_file, warn_visible_token
 from rescue.errors import RescueError, os_error
 from rescue.reading import load_json
 from rescue.resources import hooks_dir
@@ -272,13 +273,25 @@ def update_images(flavor: Flavor, kver: str) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return Config(host=args.host, port=args.port, token=args.token, ip=args.ip, timeout=args.timeout)
+    if args.token:
+        warn_visible_token()
+    token = args.token or (read_token_file(Path(args.token_file)) if args.token_file else None)
+    return Config(host=args.host, port=args.port, token=token, ip=args.ip, timeout=args.timeout)
+
+
+def _say(args: argparse.Namespace, doc: dict[str, Any], lines: list[str]) -> None:
+    """One JSON document with --json, else the lines for people."""
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print("\n".join(lines))
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    written = render(Path(args.out), Flavor(args.flavor), _config(args))
-    for rel in written:
-        print(Path(args.out) / rel)
+    out = Path(args.out)
+    written = render(out, Flavor(args.flavor), _config(args))
+    doc = {"flavor": args.flavor, "out": str(out), "files": [str(out / rel) for rel in written]}
+    _say(args, doc, doc["files"])
     return 0
 
 
@@ -292,14 +305,16 @@ def _cmd_install(args: argparse.Namespace) -> int:
     config = _config(args)
     with tempfile.TemporaryDirectory(prefix="rescue-hooks-") as tmp:
         manifest = install(root, flavor, config, Path(tmp))
-    for entry in manifest["files"]:
-        print(f"installed {root / entry['path']}")
+    files = [str(root / entry["path"]) for entry in manifest["files"]]
+    lines = [f"installed {f}" for f in files]
     if not config.host:
-        print("note: no --host baked in; boot with rescue.host=H rescue.port=P on the kernel command line")
+        lines.append("note: no --host baked in; boot with rescue.host=H rescue.port=P on the command line")
     if args.update:
+        _say(args, {"flavor": manifest["flavor"], "installed": files, "updated": [args.kver]}, lines)
         update_images(Flavor(manifest["flavor"]), args.kver)
     else:
-        print(f"the hooks take effect with the next initramfs build (update-initramfs -u -k {args.kver})")
+        lines.append(f"the hooks take effect with the next build (update-initramfs -u -k {args.kver})")
+        _say(args, {"flavor": manifest["flavor"], "installed": files, "updated": []}, lines)
     return 0
 
 
@@ -308,8 +323,10 @@ def _cmd_uninstall(args: argparse.Namespace) -> int:
     if args.update and root.resolve() != Path("/"):
         raise RescueError("--update rebuilds this system's initramfs; it cannot be used with --root")
     manifest = uninstall(root)
-    for entry in manifest["files"]:
-        print(f"removed {root / entry['path']}")
+    files = [str(root / entry["path"]) for entry in manifest["files"]]
+    updated = [args.kver] if args.update else []
+    doc = {"flavor": manifest["flavor"], "removed": files, "updated": updated}
+    _say(args, doc, [f"removed {f}" for f in files])
     if args.update:
         update_images(Flavor(manifest["flavor"]), args.kver)
     return 0
@@ -328,7 +345,8 @@ def _port(text: str) -> int:
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="the listener's address, baked into /etc/rescue.conf")
     p.add_argument("--port", type=_port, default=3333, help="the listener's port (default 3333)")
-    p.add_argument("--token", help="sent in the RESCUE/1 header (the listener's --token)")
+    p.add_argument("--token-file", metavar="FILE", help="the token the listener requires, read from FILE")
+    p.add_argument("--token", help="the same, given on the command line (visible in ps: prefer --token-file)")
     p.add_argument("--ip", help="network setup: dhcp (default), none, or the kernel's ip= form")
     p.add_argument("--timeout", type=int, default=30, help="the collector's total time limit in seconds")
 
@@ -341,6 +359,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", required=True, help="directory to write (a confdir or a dracut modules.d tree)")
     p.add_argument("--flavor", choices=[f.value for f in Flavor], default=Flavor.INITRAMFS_TOOLS.value)
     _add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON document")
     p.set_defaults(func=_cmd_render)
 
     kver = os.uname().release
@@ -350,10 +369,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--update", action="store_true", help="rebuild the initramfs of --kver afterwards")
     p.add_argument("--kver", default=kver, help=f"kernel version for --update (default {kver})")
     _add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON document")
     p.set_defaults(func=_cmd_install)
 
     p = hsub.add_parser("uninstall", help="remove exactly what install added")
     p.add_argument("--root", default="/", help="the system's root directory (default /)")
     p.add_argument("--update", action="store_true", help="rebuild the initramfs of --kver afterwards")
     p.add_argument("--kver", default=kver, help=f"kernel version for --update (default {kver})")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON document")
     p.set_defaults(func=_cmd_uninstall)

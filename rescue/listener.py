@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 from rescue import netinfo, protocol
 from rescue.analyze import analyze_path
-from rescue.config import Settings, build_settings, read_config_file
+from rescue.config import Settings, build_settings, warn_visible_token
 from rescue.errors import RescueError
 from rescue.report import Reporter, human_size
 from rescue.store import Capture, FileWriter, Store, StoredFile, iso, safe_relpath, verify_sha256sums
@@ -386,13 +387,19 @@ class ListenServer:
                 "recovered", f"marked {path} incomplete (the listener stopped during it)", path=str(path)
             )
         try:
-            self.server = await self.loop.create_server(
-                lambda: Connection(self),
-                self.settings.bind,
-                self.settings.port,
-                backlog=BACKLOG,
-                reuse_address=True,
-            )
+            inherited = systemd_socket()
+            if inherited is not None:  # socket activation: systemd bound the port; --bind/--port do not apply
+                self.server = await self.loop.create_server(
+                    lambda: Connection(self), sock=inherited, backlog=BACKLOG
+                )
+            else:
+                self.server = await self.loop.create_server(
+                    lambda: Connection(self),
+                    self.settings.bind,
+                    self.settings.port,
+                    backlog=BACKLOG,
+                    reuse_address=True,
+                )
         except OSError as e:
             where = f"{self.settings.bind}:{self.settings.port}"
             raise RescueError(
@@ -496,18 +503,17 @@ class ListenServer:
     def reload(self) -> None:
         """SIGHUP: re-read the config file (flags given on the command line still win), reopen the log."""
         self.reporter.reopen_log()
-        if self.settings.config is None:
-            self.reporter.event("reloaded", "reopened the log (no --config file to re-read)")
+        if self.settings.config is None and self.settings.token_file is None:
+            self.reporter.event("reloaded", "reopened the log (no --config or --token-file to re-read)")
             return
         try:
-            read_config_file(self.settings.config)  # validate before applying
-            self.settings = build_settings({**self._cli, "config": self.settings.config})
+            self.settings = build_settings(self._cli)  # validated whole before it replaces the old
         except RescueError as e:
             self.reporter.event("error", f"reload failed, keeping the old settings: {e}", error=str(e))
             return
         self.reporter.event(
             "reloaded",
-            f"reloaded {self.settings.config}",
+            f"reloaded {self.settings.config or self.settings.token_file}",
             allow=[str(n) for n in self.settings.allow],
             token=bool(self.settings.token),
         )
@@ -552,6 +558,28 @@ def capture_summary(path: Path, m: dict[str, Any], root: Path) -> str:
     return f"{line}\n  -> {headline}" if headline else line
 
 
+SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first socket systemd passes
+
+
+def systemd_socket() -> socket.socket | None:
+    """The listening socket systemd passed (LISTEN_PID is us, LISTEN_FDS >= 1), else None.
+
+    The variables are removed once read, as sd_listen_fds(1) does, so that no child takes the socket
+    for its own.
+    """
+    pid, count = os.environ.get("LISTEN_PID", ""), os.environ.get("LISTEN_FDS", "")
+    if pid != str(os.getpid()) or not count.isdigit() or int(count) < 1:
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    if sock.type != socket.SOCK_STREAM:
+        raise RescueError("systemd passed a socket that is not a stream", hint="ListenStream= in the unit")
+    os.set_inheritable(sock.fileno(), False)
+    sock.setblocking(False)
+    return sock
+
+
 # CLI ----------------------------------------------------------------------------------------------
 
 
@@ -560,7 +588,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--bind", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="TCP port (default 3333; 0 picks a free one)")
     p.add_argument("--dir", help="where captures are stored (default ./captures)")
-    p.add_argument("--token", help="require this token in a 'RESCUE/1 token=...' header line")
+    p.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="require the token in FILE in a 'RESCUE/1 token=...' header line (re-read on SIGHUP; "
+        "or set RESCUE_TOKEN)",
+    )
+    p.add_argument("--token", help="the same, given on the command line (visible in ps: prefer --token-file)")
     p.add_argument(
         "--allow", action="append", default=[], metavar="CIDR", help="accept only these peers (repeatable)"
     )
@@ -582,6 +616,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
         "port",
         "dir",
         "token",
+        "token_file",
         "allow",
         "max_bytes",
         "max_connections",
@@ -592,6 +627,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         "config",
     )
     cli = {k: getattr(args, k) for k in keys}
+    if args.token:
+        warn_visible_token()
     settings = build_settings(cli)
     if not 0 <= settings.port <= 65535:
         raise RescueError(f"bad --port {settings.port}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rescue.config import build_settings, warn_visible_token
 from rescue.errors import RescueError
 
 MANIFEST = "manifest.json"
@@ -125,10 +126,17 @@ def send(stream: bytes, host: str, port: int, timeout: float = 30) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     host, port = parse_target(args.to)
-    replay = build_replay(Path(args.capture), token=args.token)
+    if args.token:
+        warn_visible_token()
+    token = build_settings({"token": args.token, "token_file": args.token_file}).token
+    replay = build_replay(Path(args.capture), token=token)
     send(replay.stream, host, port, timeout=args.timeout)
-    print(f"replayed {args.capture} ({replay.kind}, {len(replay.files)} files, {len(replay.stream)} bytes) "
-          f"to {host}:{port}")  # fmt: skip
+    if args.json:
+        doc = {"capture": args.capture, "kind": replay.kind, "files": len(replay.files)}
+        print(json.dumps({**doc, "bytes": len(replay.stream), "to": f"{host}:{port}"}))
+    else:
+        print(f"replayed {args.capture} ({replay.kind}, {len(replay.files)} files, "
+              f"{len(replay.stream)} bytes) to {host}:{port}")  # fmt: skip
     return 0
 
 
@@ -140,6 +148,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("capture", help="a capture directory (or its manifest.json)")
     p.add_argument("--to", required=True, metavar="HOST:PORT", help="where to send it")
-    p.add_argument("--token", help="add this token to the header line")
+    p.add_argument(
+        "--token-file", metavar="FILE", help="add the token in FILE (or $RESCUE_TOKEN) to the header"
+    )
+    p.add_argument("--token", help="the same, given on the command line (visible in ps: prefer --token-file)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON document")
     p.add_argument("--timeout", type=float, default=30, help="seconds to connect and deliver (default 30)")
     p.set_defaults(func=cmd_replay)

@@ -50,9 +50,16 @@ class Listener(ListenerProcess):
     live: ClassVar[list[Listener]] = []  # every one started in the current test, stopped when it ends
 
     def __init__(
-        self, directory: Path, *extra: str, bind: str = "127.0.0.1", wrap: list[str] | None = None
+        self,
+        directory: Path,
+        *extra: str,
+        bind: str = "127.0.0.1",
+        wrap: list[str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(directory, *extra, bind=bind, wrap=wrap or ())  # stops itself if it fails to start
+        # stops itself if it fails to start
+        super().__init__(directory, *extra, bind=bind, wrap=wrap or (), pass_fds=pass_fds, env=env)
         Listener.live.append(self)
 
 

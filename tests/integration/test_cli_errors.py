@@ -47,7 +47,15 @@ def one_line_error(proc: subprocess.CompletedProcess[str], text: str, code: int 
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("rescue"), proc.stderr
     assert text in proc.stderr, proc.stderr
-    assert proc.stdout == ""  # --json readers see nothing rather than half a document
+    if (
+        "--json" in proc.args
+    ):  # --json readers get exactly one document saying what failed, never half a report
+        assert json.loads(proc.stdout) == {
+            "error": proc.stderr.removeprefix("rescue: ").strip(),
+            "exit": code,
+        }
+    else:
+        assert proc.stdout == ""
 
 
 def cpio(entries: list[CpioEntry]) -> bytes:

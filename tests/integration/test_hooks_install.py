@@ -238,3 +238,23 @@ def test_render_never_writes_through_a_link(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert victim.read_text() == "keep me\n"  # the link was replaced by the file, not followed
     assert (out / "scripts/panic/rescue").is_file() and not (out / "scripts/panic/rescue").is_symlink()
+
+
+def test_json_on_every_hooks_command_and_the_token_from_a_file(tmp_path: Path, itools_root: Path) -> None:
+    (tmp_path / "token").write_text("fr0m-file\n")
+    out = tmp_path / "out"
+    proc = rescue("hooks", "render", "--out", str(out), "--token-file", str(tmp_path / "token"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["flavor"] == "initramfs-tools" and str(out / "rescue/collect.sh") in doc["files"]
+    assert "RESCUE_TOKEN=fr0m-file" in (out / "rescue/rescue.conf").read_text().splitlines()
+    assert "fr0m-file" not in proc.stdout + proc.stderr
+
+    proc = rescue("hooks", "install", "--root", str(itools_root), "--host", "h", "--json")
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and doc["updated"] == []
+    assert str(itools_root / "etc/initramfs-tools/hooks/rescue") in doc["installed"]
+    proc = rescue("hooks", "uninstall", "--root", str(itools_root), "--json")
+    assert proc.returncode == 0 and set(json.loads(proc.stdout)["removed"]) == set(doc["installed"])
+    proc = rescue("hooks", "uninstall", "--root", str(itools_root), "--json")  # nothing left to remove
+    assert proc.returncode == 2 and "not installed" in json.loads(proc.stdout)["error"]
