@@ -1,7 +1,8 @@
 #!/bin/sh
 # dracut module for rescue: when the boot fails (dracut's emergency hook), send the evidence to the rescue
 # listener. Named rescue-send because dracut already ships a module called "rescue" (03rescue).
-# `rescue hooks render --flavor dracut` puts collect.sh and rescue.conf beside this file.
+# `rescue hooks render --flavor dracut` puts collect.sh and rescue.conf beside this file; the Debian package
+# reads /etc/rescue/initramfs.conf instead and stays out of the image until that names a listener.
 # dracut images have no nc: the module brings busybox (nc, tar, sha256sum, udhcpc) and klibc ipconfig.
 
 # shellcheck disable=SC2154  # moddir and initdir are set by dracut
@@ -16,12 +17,27 @@ _rescue_busybox() {
 	return 1
 }
 
-# called by dracut
+# Packaged (the Debian package's module in /usr/lib/dracut/modules.d): the collector is in /usr/share/rescue
+# and /etc/rescue/initramfs.conf says where to send; rendered (`rescue hooks render`): both lie in $moddir.
+_rescue_pkglib=${RESCUE_DATADIR:-/usr/share/rescue}/lib/rescue-packaged.sh
+
+# The image's /etc/rescue.conf from /etc/rescue/initramfs.conf; status 1 while it names no listener.
+_rescue_pkg_conf() {
+	(
+		# shellcheck source=/dev/null  # hooks/lib/rescue-packaged.sh, installed in /usr/share/rescue/lib
+		. "$_rescue_pkglib"
+		rescue_pkg_load && rescue_pkg_conf
+	)
+}
+
+# called by dracut. 0: in every image (dracut's default "all modules whose check passes"); 1: never, not
+# even when asked for by name (dracut then stops with an error). So: 1 unless configured.
 check() {
 	# Without busybox's nc the image could collect but never send.
 	_rescue_busybox >/dev/null || return 1
-	[ -r "$moddir/collect.sh" ] || return 1
-	return 0
+	[ -r "$moddir/collect.sh" ] && return 0
+	[ -r "$_rescue_pkglib" ] && _rescue_pkg_conf >/dev/null && return 0
+	return 1
 }
 
 # called by dracut
@@ -43,12 +59,23 @@ installkernel() {
 
 # called by dracut
 install() {
-	inst_simple "$moddir/collect.sh" /lib/rescue/collect.sh
-	chmod 755 "$initdir/lib/rescue/collect.sh"
-	if [ -r "$moddir/rescue.conf" ]; then
-		inst_simple "$moddir/rescue.conf" /etc/rescue.conf
+	if [ -r "$moddir/collect.sh" ]; then
+		inst_simple "$moddir/collect.sh" /lib/rescue/collect.sh
+		if [ -r "$moddir/rescue.conf" ]; then
+			inst_simple "$moddir/rescue.conf" /etc/rescue.conf
+			chmod 600 "$initdir/etc/rescue.conf"
+		fi
+	else
+		_conf=$(_rescue_pkg_conf) || return 1
+		inst_simple "${_rescue_pkglib%/*}/rescue-collect.sh" /lib/rescue/collect.sh
+		mkdir -p "$initdir/etc"
+		(
+			umask 077
+			printf '%s\n' "$_conf" >"$initdir/etc/rescue.conf"
+		)
 		chmod 600 "$initdir/etc/rescue.conf"
 	fi
+	chmod 755 "$initdir/lib/rescue/collect.sh"
 	inst_binary "$(_rescue_busybox)" /lib/rescue/busybox
 	if [ -x /usr/lib/klibc/bin/ipconfig ]; then
 		inst_simple /usr/lib/klibc/bin/ipconfig /lib/rescue/ipconfig
