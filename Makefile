@@ -40,7 +40,7 @@ lint: venv
 	$(BIN)/ruff check rescue tests scripts
 	$(BIN)/ruff format --check rescue tests scripts
 	$(BIN)/mypy
-	shellcheck -s sh $$(find hooks scripts -name '*.sh' -o -path '*/initramfs-tools/*' -type f | sort -u)
+	shellcheck -s sh $$(find hooks scripts rescue -name '*.sh' -o -path '*/initramfs-tools/*' -type f | sort -u)
 
 bench: deps venv
 	$(BIN)/python -m tests.bench

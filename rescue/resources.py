@@ -1,13 +1,40 @@
-"""Where the shell files live: the source checkout's hooks/ first, else the installed package data."""
+"""The package's shell files as real paths: the same lookup from a source checkout and from an install.
+
+A wheel carries the checkout's hooks/ as rescue/_hooks/ and the harness's guest scripts as rescue/guest/.
+`importlib.resources.files()` of the package gives their place; joining names onto it (never str() of a
+namespace package's MultiplexedPath) keeps it a Traversable, and a plain directory install makes that a
+pathlib.Path. The generators and qemu need files on disk, so a zipped install is refused with a hint.
+"""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
+from rescue.errors import RescueError
+
+_CHECKOUT = Path(__file__).resolve().parent.parent  # the source tree, when running from a checkout
+
+
+def _package_dir(name: str, checkout: Path) -> Path:
+    packaged = resources.files("rescue").joinpath(name)
+    if packaged.is_dir():
+        if isinstance(packaged, Path):
+            return packaged
+        raise RescueError(
+            f"rescue's {name} files are inside an archive ({packaged})",
+            hint="install rescue unpacked (pip install, not a zipapp)",
+        )
+    if checkout.is_dir():
+        return checkout
+    raise RescueError(f"rescue's {name} files are missing", hint="a broken installation: reinstall rescue")
+
 
 def hooks_dir() -> Path:
-    checkout = Path(__file__).resolve().parent.parent / "hooks"
-    if (checkout / "lib").is_dir():
-        return checkout
-    return Path(str(resources.files("rescue._hooks")))
+    """hooks/: the initramfs-tools and dracut hooks and the collector (lib/rescue-collect.sh)."""
+    return _package_dir("_hooks", _CHECKOUT / "hooks")
+
+
+def guest_dir() -> Path:
+    """The harness's guest scripts (test-init.sh, the test initramfs's /init)."""
+    return _package_dir("guest", Path(__file__).resolve().parent / "guest")

@@ -21,12 +21,11 @@ from rescue.cpio import CpioEntry, write_newc
 from rescue.errors import RescueError
 from rescue.kernel import Kernel
 from rescue.modules import ModuleDB
-from rescue.resources import hooks_dir
+from rescue.resources import guest_dir, hooks_dir
 from rescue.run import run
 
 BUSYBOX = Path("/bin/busybox")
 KLIBC_BIN = Path("/usr/lib/klibc/bin")
-GUEST_DIR = Path(__file__).resolve().parent.parent / "scripts" / "guest"
 # What a btrfs-root machine's initramfs needs: the virtio devices qemu gives it, and the root filesystem.
 DEFAULT_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "btrfs")
 _DIRS = ("bin", "sbin", "dev", "etc", "lib", "lib/rescue", "newroot", "proc", "root", "run", "sys", "tmp",
@@ -108,7 +107,7 @@ def initrd_entries(spec: InitrdSpec) -> list[CpioEntry]:
     if not BUSYBOX.is_file():
         raise RescueError(f"{BUSYBOX} not found", hint="install busybox-static (make deps)")
     files = [
-        _file("init", (GUEST_DIR / "test-init.sh").read_bytes(), 0o755),
+        _file("init", (guest_dir() / "test-init.sh").read_bytes(), 0o755),
         _file("bin/busybox", BUSYBOX.read_bytes(), 0o755),
         CpioEntry(name="bin/sh", mode=stat.S_IFLNK | 0o777, data=b"busybox"),
         *klibc_entries(),

@@ -1,5 +1,5 @@
-"""Every shell file of hooks/ and scripts/ is clean under `shellcheck -s sh` (POSIX: it runs under busybox
-ash in the initramfs) and at least parses under busybox ash itself."""
+"""Every shell file of hooks/, scripts/ and rescue/ (the guest scripts) is clean under `shellcheck -s sh`
+(POSIX: it runs under busybox ash in the initramfs) and at least parses under busybox ash itself."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 def shell_files() -> list[Path]:
     files = []
-    for top in ("hooks", "scripts"):
+    for top in ("hooks", "scripts", "rescue"):
         for path in sorted((REPO / top).rglob("*")):
             if not path.is_file() or path.suffix in (".py", ".pyc"):
                 continue
@@ -31,6 +31,7 @@ def test_there_are_shell_files() -> None:
     assert "hooks/lib/rescue-collect.sh" in names
     assert "hooks/initramfs-tools/scripts/panic/rescue" in names
     assert "hooks/dracut/90rescue-send/module-setup.sh" in names
+    assert "rescue/guest/test-init.sh" in names
 
 
 @pytest.mark.parametrize("path", shell_files(), ids=lambda p: p.relative_to(REPO).as_posix())
