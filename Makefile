@@ -10,7 +10,13 @@ CAPTURES ?= ./captures
 DEB_PACKAGES := busybox-static klibc-utils shellcheck socat iproute2 kmod cpio zstd xz-utils lz4 \
 	qemu-system-x86 initramfs-tools dracut-core btrfs-progs linux-image-cloud-amd64
 
-.PHONY: all run venv deps test test-fast lint bench demo clean
+# What `make deb` builds the Debian package with (debhelper, dh-python, the generators of the man pages and
+# bash completion, lintian), and what its test needs (debootstrap for a bookworm chroot, man-db).
+DEB_BUILD_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools \
+	python3-shtab python3-lz4 python3-zstandard lintian debootstrap man-db
+DEB_DIR := build/deb
+
+.PHONY: all run venv deps deb test test-fast lint bench demo clean
 
 all: venv
 
@@ -23,7 +29,19 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 deps:
-	sh scripts/install-deps.sh $(DEB_PACKAGES)
+	sh scripts/install-deps.sh $(DEB_PACKAGES) $(DEB_BUILD_PACKAGES)
+
+# build/deb/rescue_<version>_all.deb, built with Debian's tools from a copy of the tree (dpkg-buildpackage
+# writes beside the source: nothing lands in the checkout), then checked with lintian (errors fail).
+# Debian's python3, whatever python3 comes first in PATH.
+deb:
+	sh scripts/install-deps.sh $(DEB_BUILD_PACKAGES)
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	git ls-files -z --cached --others --exclude-standard | \
+		tar --null -T - --ignore-failed-read -cf - | tar -C $(DEB_DIR)/src -xf -
+	cd $(DEB_DIR)/src && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc --build=binary
+	env PATH=/usr/sbin:/usr/bin:/sbin:/bin lintian --fail-on error $(DEB_DIR)/rescue_*_all.deb
+	@ls $(DEB_DIR)/rescue_*_all.deb
 
 run: venv
 	$(BIN)/rescue listen --bind 0.0.0.0 --port $(PORT) --dir $(CAPTURES)
