@@ -15,11 +15,11 @@ from rescue.errors import EXIT_INTERNAL, EXIT_USAGE, RescueError, os_error, prin
 # parsed namespace and returning the exit code). Only the module of the command given is imported:
 # `check-image` need not pay for asyncio, nor `listen` for the decompressors.
 COMMANDS = {
-    "listen": "rescue.listener",
-    "analyze": "rescue.analyze",
-    "check-image": "rescue.checkimage",
-    "hooks": "rescue.hooks",
-    "replay": "rescue.replay",
+    "listen": "rescue.listen.server",
+    "analyze": "rescue.diagnose.analyze",
+    "check-image": "rescue.image.check",
+    "hooks": "rescue.hooks.install",
+    "replay": "rescue.listen.replay",
 }
 
 

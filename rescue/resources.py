@@ -1,6 +1,7 @@
 """The package's shell files as real paths: the same lookup from a source checkout and from an install.
 
-A wheel carries the checkout's hooks/ as rescue/_hooks/ and the harness's guest scripts as rescue/guest/.
+A wheel carries the checkout's hooks/ as rescue/_hooks/ and the harness's guest scripts as
+rescue/harness/guest/.
 `importlib.resources.files()` of the package gives their place; joining names onto it (never str() of a
 namespace package's MultiplexedPath) keeps it a Traversable, and a plain directory install makes that a
 pathlib.Path. The generators and qemu need files on disk, so a zipped install is refused with a hint.
@@ -17,7 +18,9 @@ _CHECKOUT = Path(__file__).resolve().parent.parent  # the source tree, when runn
 
 
 def _package_dir(name: str, checkout: Path) -> Path:
-    packaged = resources.files("rescue").joinpath(name)
+    packaged = resources.files("rescue")
+    for part in name.split("/"):
+        packaged = packaged.joinpath(part)
     if packaged.is_dir():
         if isinstance(packaged, Path):
             return packaged
@@ -37,4 +40,4 @@ def hooks_dir() -> Path:
 
 def guest_dir() -> Path:
     """The harness's guest scripts (test-init.sh, the test initramfs's /init)."""
-    return _package_dir("guest", Path(__file__).resolve().parent / "guest")
+    return _package_dir("harness/guest", Path(__file__).resolve().parent / "harness" / "guest")

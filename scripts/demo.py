@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from rescue.errors import RescueError  # noqa: E402
-from rescue.harness import Harness, ListenerProcess  # noqa: E402
-from rescue.kernel import host_kernel  # noqa: E402
+from rescue.harness.kernel import host_kernel  # noqa: E402
+from rescue.harness.scenarios import Harness, ListenerProcess  # noqa: E402
 
 WANTED = "btrfs-crc32c-missing"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rescue.harness import BootResult, Harness, ListenerProcess  # noqa: E402
+from rescue.harness.scenarios import BootResult, Harness, ListenerProcess  # noqa: E402
 
 OUT = REPO / "tests" / "captures"
 
@@ -38,7 +38,7 @@ def scenarios(h: Harness) -> dict[str, Scenario]:
         found["mkinitramfs-btrfs-crc32c-missing"] = (h.mkinitramfs_broken_btrfs, "btrfs-crc32c-missing")
         found["mkinitramfs-root-device-missing"] = (h.mkinitramfs_missing_root, "root-device-missing")
     except ImportError:
-        print("record: rescue.imagebuild is not there: scenario 5 skipped", file=sys.stderr)
+        print("record: rescue.harness.imagebuild is not there: scenario 5 skipped", file=sys.stderr)
     return found
 
 

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rescue.analyze import analyze_path
-from rescue.checkimage import check_image
+from rescue.diagnose.analyze import analyze_path
+from rescue.image.check import check_image
 from rescue.run import run
 from tests.host_kernel import KVER
 

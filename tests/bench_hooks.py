@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rescue.imagebuild import build_initramfs_tools_image
+from rescue.harness.imagebuild import build_initramfs_tools_image
 from tests.collector_root import build, run_collector
 from tests.host_kernel import KVER
 

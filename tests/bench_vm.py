@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rescue.harness import BootResult, Harness, ListenerProcess
-from rescue.qemu import qemu_argv
+from rescue.harness.qemu import qemu_argv
+from rescue.harness.scenarios import BootResult, Harness, ListenerProcess
 
 
 def boot_to_diagnosis(listener: ListenerProcess, run: Callable[[int], BootResult]) -> float:
@@ -56,11 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         goals = {"2": 6.0, "5": 10.0}  # seconds, TCG (issue 5); printed beside the measurement
         try:
-            import rescue.imagebuild  # noqa: F401
+            import rescue.harness.imagebuild  # noqa: F401
 
             scenarios["5 mkinitramfs image, btrfs without libcrc32c"] = h.mkinitramfs_broken_btrfs
         except ImportError:
-            print("bench: rescue.imagebuild missing: scenario 5 not measured")
+            print("bench: rescue.harness.imagebuild missing: scenario 5 not measured")
         with ListenerProcess(Path(tmp) / "captures") as listener:
             for name, run in scenarios.items():
                 times = [boot_to_diagnosis(listener, run) for _ in range(args.runs)]

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rescue.modules import ModuleDB
+from rescue.kmod import ModuleDB
 from tests.host_kernel import HOST_MODDIR, KVER
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pytest
 
-from rescue.harness import ListenerProcess
+from rescue.harness.scenarios import ListenerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 BUSYBOX = shutil.which("busybox", path="/bin:/usr/bin") or "/bin/busybox"

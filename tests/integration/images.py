@@ -1,12 +1,12 @@
-"""Real initramfs images for the check-image and analysis tests: rescue.imagebuild with the hooks baked in
-for a listener on 127.0.0.1:3333 (what the image tests look at is the module closure, not the address)."""
+"""Real initramfs images for the check-image and analysis tests: rescue.harness.imagebuild with the hooks
+baked in for a listener on 127.0.0.1:3333 (the image tests look at the module closure, not the address)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-from rescue import imagebuild
+from rescue.harness import imagebuild
 
 
 def build_initramfs_tools_image(

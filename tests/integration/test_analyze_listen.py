@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rescue.analyze import analyze_path
+from rescue.diagnose.analyze import analyze_path
 from tests.conftest import Listener, nc_send
 
 RECORDED = Path(__file__).resolve().parents[1] / "data" / "analyze"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from rescue.checkimage import check_image
-from rescue.initrd import read_initrd
+from rescue.image.check import check_image
+from rescue.image.initrd import read_initrd
 from rescue.run import run
 from tests.conftest import require
-from tests.host_kernel import KVER
+from tests.host_kernel import KVER, ko
 from tests.integration.images import build_dracut_image, build_initramfs_tools_image
 
 HOST_INITRD = Path(f"/boot/initrd.img-{KVER}")
@@ -82,7 +82,7 @@ def test_mkinitramfs_image_without_libcrc32c_fails_with_the_fix(images: dict[str
     moddir = f"usr/lib/modules/{KVER}"
     # The premise: depmod inside mkinitramfs left a consistent modules.dep with a hole in it.
     btrfs_dep = next(ln for ln in image.read_text(f"{moddir}/modules.dep").splitlines() if "btrfs.ko:" in ln)
-    assert "libcrc32c" not in btrfs_dep and not image.exists(f"{moddir}/kernel/lib/libcrc32c.ko")
+    assert "libcrc32c" not in btrfs_dep and not image.exists(f"{moddir}/{ko('kernel/lib/libcrc32c.ko')}")
 
     proc = _cli(str(images["nocrc"]), "--require", "btrfs")
     out = proc.stdout.decode()

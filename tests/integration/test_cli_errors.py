@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from rescue.cpio import CpioEntry, write_newc
 from rescue.errors import RescueError
+from rescue.image.cpio import CpioEntry, write_newc
 from rescue.run import run
 from tests.conftest import require
 
@@ -76,7 +76,8 @@ def test_missing_or_unknown_sub_command(args: list[str]) -> None:
 def test_unexpected_exception_is_one_line_and_its_own_exit_code(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rescue import analyze, cli
+    from rescue import cli
+    from rescue.diagnose import analyze
 
     def broken(args: object) -> int:
         raise ZeroDivisionError("boom")
@@ -249,7 +250,7 @@ def test_hostile_member_names_are_read_never_extracted(tmp_path: Path) -> None:
 
 def test_module_metadata_of_absurd_size_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A 300 MB modules.dep of distinct lines, parsed, took 4 GB and a minute; the limit is scaled down here.
-    from rescue import checkimage
+    from rescue.image import check as checkimage
 
     monkeypatch.setattr(checkimage, "MAX_METADATA", 10_000)
     moddir = "lib/modules/6.1.0-99-test-amd64"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rescue.imagebuild import build_dracut_image, build_initramfs_tools_image
+from rescue.harness.imagebuild import build_dracut_image, build_initramfs_tools_image
 from tests.collector_root import FakeRoot, add_fixtures, run_collector
 from tests.conftest import Listener, require
 from tests.host_kernel import KVER

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rescue.config import build_settings
+from rescue.listen.config import build_settings
 from tests.conftest import REPO, Listener, nc_send
 
 DMESG = b"[    0.000000] Linux version 7.0.0 (test)\n[    2.100000] btrfs: Unknown symbol crc32c (err -2)\n"

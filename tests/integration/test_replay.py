@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from rescue.analyze import RULE_IDS, analyze_path
+from rescue.diagnose.analyze import RULE_IDS, analyze_path
 from rescue.errors import RescueError
-from rescue.replay import build_replay, parse_target
+from rescue.listen.replay import build_replay, parse_target
 from tests.conftest import REPO, Listener
 
 CAPTURES = sorted(p for p in (REPO / "tests" / "captures").iterdir() if (p / "manifest.json").is_file())

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from rescue import analyze
-from rescue.analyze import RULES, analyze_path, analyze_text
 from rescue.cli import main as cli_main
+from rescue.diagnose import analyze
+from rescue.diagnose.analyze import RULES, analyze_path, analyze_text
 from rescue.errors import RescueError
 
 # Lines as the kernel (6.1 format strings), initramfs-tools 0.142, dracut 059 and busybox print them.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rescue.analyze import RULE_IDS, analyze_path
+from rescue.diagnose.analyze import RULE_IDS, analyze_path
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDED = REPO / "tests" / "data" / "analyze"

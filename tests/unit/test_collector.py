@@ -12,7 +12,7 @@ import pytest
 
 from tests.collector_root import BTRFS_UUID, FakeRoot, build, run_collector
 from tests.conftest import require
-from tests.host_kernel import HOST_MODDIR, KVER
+from tests.host_kernel import HOST_MODDIR, KVER, ko
 
 MEMBERS = {
     "dmesg.txt", "cmdline.txt", "modules.txt", "crypto.txt", "filesystems.txt", "partitions.txt",
@@ -63,7 +63,12 @@ def test_btrfs_without_libcrc32c_names_it(busybox: str, tmp_path: Path) -> None:
     lines = modcheck(fake)
     # depmod on the trimmed tree no longer lists libcrc32c for btrfs; btrfs.ko's own depends= still does.
     dep = (fake.bundle / "modules-dep.txt").read_text()
-    assert "kernel/fs/btrfs/btrfs.ko: kernel/crypto/xor.ko kernel/lib/raid6/raid6_pq.ko" in dep
+    btrfs, xor, raid6 = (
+        ko("kernel/fs/btrfs/btrfs.ko"),
+        ko("kernel/crypto/xor.ko"),
+        ko("kernel/lib/raid6/raid6_pq.ko"),
+    )
+    assert f"{btrfs}: {xor} {raid6}" in dep
     assert "libcrc32c.ko" not in dep.split("\n")[0]
     assert "depends=" in dep and "libcrc32c" in dep
     assert "need libcrc32c dep btrfs missing" in lines
@@ -148,7 +153,7 @@ def test_bundle_members_checksums_and_masking(busybox: str, tmp_path: Path) -> N
     # Raw levels kept; every module path of the tree listed.
     assert (fake.bundle / "dmesg.txt").read_text().startswith("<6>")
     mods = (fake.bundle / "initramfs-modules.txt").read_text().split()
-    assert "kernel/fs/btrfs/btrfs.ko" in mods and "kernel/lib/libcrc32c.ko" in mods
+    assert ko("kernel/fs/btrfs/btrfs.ko") in mods and ko("kernel/lib/libcrc32c.ko") in mods
 
 
 def test_rescue_off_does_nothing(busybox: str, tmp_path: Path) -> None:
@@ -199,7 +204,7 @@ def test_builtin_filesystem_and_builtin_softdeps(busybox: str, tmp_path: Path) -
 def test_listed_in_modules_dep_but_file_missing(busybox: str, tmp_path: Path) -> None:
     # A hand-built image that copied the kernel's modules.dep but not every .ko: the file decides.
     fake = build(tmp_path)
-    (fake.path / f"lib/modules/{KVER}/kernel/lib/libcrc32c.ko").unlink()
+    (fake.path / f"lib/modules/{KVER}" / ko("kernel/lib/libcrc32c.ko")).unlink()
     run_collector(busybox, fake, "test")
     lines = modcheck(fake)
     assert "need libcrc32c dep btrfs missing" in lines

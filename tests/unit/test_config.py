@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rescue.config import build_settings, parse_size
 from rescue.errors import RescueError
+from rescue.listen.config import build_settings, parse_size
 
 
 @pytest.mark.parametrize(

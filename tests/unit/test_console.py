@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rescue.console import Console, ConsoleError
+from rescue.harness.console import Console, ConsoleError
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Reading initramfs images: every compression the kernel takes, the early-cpio layout, damage.
 
-Archives are built with rescue.cpio.write_newc and compressed by the real command-line tools mkinitramfs
+Archives are built with rescue.image.cpio.write_newc and compressed by the real command-line tools mkinitramfs
 and dracut use (gzip, zstd, xz, lzma, lz4 -l, bzip2).
 """
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from rescue import initrd
-from rescue.cpio import CpioEntry, write_newc
 from rescue.errors import RescueError
-from rescue.initrd import Compression, module_dirs, parse_initrd, read_initrd
+from rescue.image import initrd
+from rescue.image.cpio import CpioEntry, write_newc
+from rescue.image.initrd import Compression, module_dirs, parse_initrd, read_initrd
 from rescue.run import run
 from tests.conftest import require
 

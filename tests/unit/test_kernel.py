@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from rescue.errors import RescueError
-from rescue.kernel import DEFAULT_PACKAGE, parse_depends, parse_version, resolve_package
-from rescue.modules import KERNEL_ENV, chosen_kernel, installed_kernels, version_key
+from rescue.harness.kernel import DEFAULT_PACKAGE, parse_depends, parse_version, resolve_package
+from rescue.kmod import KERNEL_ENV, chosen_kernel, installed_kernels, version_key
 from tests.conftest import require
 
 DEPENDS = """linux-image-cloud-amd64

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from rescue.netinfo import host_addresses, shell_instructions
+from rescue.listen.netinfo import host_addresses, shell_instructions
 
 
 def test_instructions_without_a_token() -> None:

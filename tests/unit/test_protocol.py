@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from rescue.protocol import HeaderError, detect_kind, looks_like_dmesg, parse_header
+from rescue.listen.wire import HeaderError, detect_kind, looks_like_dmesg, parse_header
 
 TAR_HEAD = b"dmesg.txt".ljust(257, b"\0") + b"ustar\x0000"
 

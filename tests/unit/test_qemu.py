@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rescue.qemu import (
+from rescue.harness.qemu import (
     Accel,
     Disk,
     VMSpec,
@@ -80,7 +80,7 @@ def test_cmdline_can_leave_panic_out_for_initramfs_tools() -> None:
 
 
 def test_guest_markers_are_read_from_the_console_log() -> None:
-    from rescue.harness import markers_in
+    from rescue.harness.scenarios import markers_in
 
     log = (
         "[    2.1] rescue-test: waiting for root /dev/vda\r\n"
@@ -93,7 +93,7 @@ def test_guest_markers_are_read_from_the_console_log() -> None:
 def test_btrfs_image_from_a_directory_without_loop_devices(tmp_path: Path) -> None:
     import shutil
 
-    from rescue.qemu import make_btrfs_image
+    from rescue.harness.qemu import make_btrfs_image
     from tests.conftest import require
 
     require(

@@ -31,7 +31,7 @@ def test_there_are_shell_files() -> None:
     assert "hooks/lib/rescue-collect.sh" in names
     assert "hooks/initramfs-tools/scripts/panic/rescue" in names
     assert "hooks/dracut/90rescue-send/module-setup.sh" in names
-    assert "rescue/guest/test-init.sh" in names
+    assert "rescue/harness/guest/test-init.sh" in names
 
 
 @pytest.mark.parametrize("path", shell_files(), ids=lambda p: p.relative_to(REPO).as_posix())

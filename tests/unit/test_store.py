@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rescue.store import FileWriter, decode_name, safe_relpath, verify_sha256sums
+from rescue.capture.store import FileWriter, decode_name, safe_relpath, verify_sha256sums
 
 
 @pytest.mark.parametrize(

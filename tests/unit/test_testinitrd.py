@@ -8,20 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from rescue.cpio import read_newc
 from rescue.errors import RescueError
-from rescue.kernel import Kernel
-from rescue.kernel import host_kernel as installed_kernel
-from rescue.modules import ModuleDB
-from rescue.testinitrd import InitrdSpec, build_test_initrd, initrd_entries
+from rescue.harness.kernel import Kernel
+from rescue.harness.kernel import host_kernel as installed_kernel
+from rescue.harness.testinitrd import InitrdSpec, build_test_initrd, initrd_entries
+from rescue.image.cpio import read_newc
+from rescue.kmod import ModuleDB
 from tests.conftest import require
-from tests.host_kernel import KERNEL, MISSING
+from tests.host_kernel import KERNEL, MISSING, ko
 
 
 def host_kernel() -> Kernel:
     require(KERNEL is not None and KERNEL.vmlinuz is not None, MISSING)
     kernel = installed_kernel()
-    require((kernel.moddir / "kernel/fs/btrfs/btrfs.ko").exists(), "the installed kernel has no btrfs.ko")
+    require((kernel.moddir / ko("kernel/fs/btrfs/btrfs.ko")).exists(), "the installed kernel has no btrfs.ko")
     return kernel
 
 
@@ -41,11 +41,13 @@ def test_image_without_libcrc32c_looks_consistent(tmp_path: Path, busybox: str) 
     by_name = {e.name: e for e in entries}
     base = f"lib/modules/{kernel.version}"
     assert by_name["init"].is_file and by_name["init"].mode & 0o111
-    assert f"{base}/kernel/fs/btrfs/btrfs.ko" in by_name
-    assert f"{base}/kernel/lib/libcrc32c.ko" not in by_name
+    assert f"{base}/{ko('kernel/fs/btrfs/btrfs.ko')}" in by_name
+    assert f"{base}/{ko('kernel/lib/libcrc32c.ko')}" not in by_name
     # depmod ran on the chosen set: btrfs's line no longer names libcrc32c, like mkinitramfs's images.
     dep = by_name[f"{base}/modules.dep"].data.decode()
-    btrfs_line = next(line for line in dep.splitlines() if line.startswith("kernel/fs/btrfs/btrfs.ko:"))
+    btrfs_line = next(
+        line for line in dep.splitlines() if line.startswith(ko("kernel/fs/btrfs/btrfs.ko") + ":")
+    )
     assert "libcrc32c" not in btrfs_line and "xor.ko" in btrfs_line
     console = by_name["dev/console"]
     assert stat.S_ISCHR(console.mode) and (console.rdevmajor, console.rdevminor) == (5, 1)

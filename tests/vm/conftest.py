@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rescue.harness import Harness
-from rescue.kernel import default_cache_dir
+from rescue.harness.kernel import default_cache_dir
+from rescue.harness.scenarios import Harness
 from tests.conftest import REPO, require
 
 

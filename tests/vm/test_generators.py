@@ -3,30 +3,24 @@ booted under qemu with a broken btrfs root or a missing root; the image's own co
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
 
-from rescue.harness import Harness
+from rescue.harness.scenarios import Harness
 from tests.conftest import Listener, require
+from tests.host_kernel import KERNEL, MISSING
 from tests.vm.helpers import assert_stored_intact, text
 
 pytestmark = [pytest.mark.vm, pytest.mark.image]
 
 
 def need_generator(harness: Harness, tool: str, package: str) -> None:
-    require(importlib.util.find_spec("rescue.imagebuild") is not None, "rescue.imagebuild is not there yet")
     require(
         shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is not None, f"{package} is not installed"
     )
-    installed = [
-        p
-        for p in Path("/lib/modules").glob("*/modules.dep")
-        if Path(f"/boot/vmlinuz-{p.parent.name}").exists()
-    ]
-    require(bool(installed), "the generators need an installed kernel: linux-image-cloud-amd64 (make deps)")
+    require(KERNEL is not None and KERNEL.vmlinuz is not None, MISSING)
 
 
 def check_bundle(listener: Listener, generator: str) -> tuple[dict[str, object], list[str]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from rescue.harness import Harness
-from rescue.kernel import fetch_kernel
+from rescue.harness.kernel import fetch_kernel
+from rescue.harness.scenarios import Harness
 
 pytestmark = pytest.mark.vm
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rescue.harness import Harness
-from rescue.replay import build_replay
+from rescue.harness.scenarios import Harness
+from rescue.listen.replay import build_replay
 from tests.conftest import REPO, Listener
 from tests.vm.helpers import assert_stored_intact
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rescue.harness import Harness
+from rescue.harness.scenarios import Harness
 from tests.conftest import Listener
 from tests.vm.helpers import assert_nothing_else_arrived, assert_stored_intact, text
 

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from rescue.cpio import CpioEntry, write_newc
+from rescue.image.cpio import CpioEntry, write_newc
 from rescue.run import run
 from tests.host_kernel import KERNEL, KVER
 from tests.integration.images import build_dracut_image, build_initramfs_tools_image

@@ -1,7 +1,7 @@
 """The hand-built test initramfs: busybox-static, klibc ipconfig, chosen modules, the collector, an /init.
 
-Built entry by entry with rescue.cpio.write_newc and gzip'd, in well under a second. Modules are the
-closure of the roots (modules.dep and softdeps, through rescue.modules.ModuleDB) minus what the scenario
+Built entry by entry with rescue.image.cpio.write_newc and gzip'd, in well under a second. Modules are the
+closure of the roots (modules.dep and softdeps, through rescue.kmod.ModuleDB) minus what the scenario
 leaves out; `depmod` then runs on the chosen set, as mkinitramfs does, so a left-out libcrc32c leaves an
 image whose own modules.dep looks consistent, which is the trap the real bug sets.
 """
@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rescue.cpio import CpioEntry, write_newc
 from rescue.errors import RescueError
-from rescue.kernel import Kernel
-from rescue.modules import ModuleDB
+from rescue.harness.kernel import Kernel
+from rescue.image.cpio import CpioEntry, write_newc
+from rescue.kmod import ModuleDB
 from rescue.resources import guest_dir, hooks_dir
 from rescue.run import run
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from rescue.console import Console
 from rescue.errors import RescueError
+from rescue.harness.console import Console
 from rescue.run import run
 
 QEMU = "qemu-system-x86_64"

@@ -20,8 +20,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from rescue.config import read_token_file, warn_visible_token
 from rescue.errors import RescueError, os_error
+from rescue.listen.config import read_token_file, warn_visible_token
 from rescue.reading import load_json
 from rescue.resources import hooks_dir
 from rescue.run import run

@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rescue.store import PARTIAL, FileWriter, StoredFile, decode_name, safe_relpath
+from rescue.capture.store import PARTIAL, FileWriter, StoredFile, decode_name, safe_relpath
 
 HEADER_MAGIC = b"RESCUE/"
 HEADER_VERSION = b"RESCUE/1"

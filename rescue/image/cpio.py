@@ -1,6 +1,6 @@
 """The cpio "newc" format (what the kernel unpacks as an initramfs): read and write.
 
-Reading works on one uncompressed archive and says where it ended, so that rescue.initrd can walk
+Reading works on one uncompressed archive and says where it ended, so that rescue.image.initrd can walk
 concatenated segments (an early microcode cpio, then a compressed main archive).
 """
 

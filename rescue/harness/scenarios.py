@@ -20,10 +20,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rescue.console import Console
 from rescue.errors import RescueError
-from rescue.kernel import Kernel, host_kernel
-from rescue.qemu import (
+from rescue.harness.console import Console
+from rescue.harness.kernel import Kernel, host_kernel
+from rescue.harness.qemu import (
     HOST_FROM_GUEST,
     Accel,
     Disk,
@@ -33,7 +33,7 @@ from rescue.qemu import (
     kernel_cmdline,
     make_btrfs_image,
 )
-from rescue.testinitrd import InitrdSpec, build_test_initrd, root_fs_tree
+from rescue.harness.testinitrd import InitrdSpec, build_test_initrd, root_fs_tree
 
 MARKER = re.compile(r"rescue-test: ([^\r\n]*)")
 # The collector's last word (CONTRACTS.md §4): after it, a generator's image only sits at its shell.
@@ -206,7 +206,7 @@ class Harness:
         spec = self.spec(img, "rescue.test=send", f"rescue.host={HOST_FROM_GUEST}", f"rescue.port={port}")
         return self.boot_to_end(spec, f"replay-{name}")
 
-    # --- scenarios 5 and 6: images made by the real generators with the hooks (rescue.imagebuild) ---
+    # --- scenarios 5 and 6: images made by the real generators with the hooks (rescue.harness.imagebuild) ---
 
     def generator_kernel(self) -> tuple[str, Path]:
         """(version, vmlinuz) for the generator images, which are built from the host's /lib/modules:
@@ -219,7 +219,7 @@ class Harness:
     def generator_image(self, generator: str, drop: Sequence[str] = ("libcrc32c",)) -> Path:
         """An initramfs-tools or dracut image for generator_kernel(), hooks in, drop modules removed."""
         # Imported here: the image builders need the hooks and the generators, the other scenarios do not.
-        imagebuild = importlib.import_module("rescue.imagebuild")
+        imagebuild = importlib.import_module("rescue.harness.imagebuild")
         out = self.workdir / (f"{generator}-without-{'-'.join(drop)}.img" if drop else f"{generator}.img")
         if out.exists():
             return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue.errors import RescueError
-from rescue.modules import KERNEL_ENV, chosen_kernel
+from rescue.kmod import KERNEL_ENV, chosen_kernel
 from rescue.run import run
 
 DEFAULT_PACKAGE = "linux-image-cloud-amd64"

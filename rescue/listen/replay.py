@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rescue.config import build_settings, warn_visible_token
 from rescue.errors import RescueError
+from rescue.listen.config import build_settings, warn_visible_token
 
 MANIFEST = "manifest.json"
 GZIP_MAGIC = b"\x1f\x8b"

@@ -21,12 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rescue import netinfo, protocol
-from rescue.analyze import analyze_path
-from rescue.config import Settings, build_settings, warn_visible_token
+from rescue.capture.store import Capture, FileWriter, Store, StoredFile, iso, safe_relpath, verify_sha256sums
+from rescue.diagnose.analyze import analyze_path
 from rescue.errors import RescueError
-from rescue.report import Reporter, human_size
-from rescue.store import Capture, FileWriter, Store, StoredFile, iso, safe_relpath, verify_sha256sums
+from rescue.listen import netinfo
+from rescue.listen import wire as protocol
+from rescue.listen.config import Settings, build_settings, warn_visible_token
+from rescue.listen.events import Reporter, human_size
 
 BUFFER = 128 * 1024
 FLUSH_AT = 64 * 1024  # write and hash in chunks of at least this much: busybox nc sends 1 KiB at a time

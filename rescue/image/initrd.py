@@ -23,9 +23,9 @@ from pathlib import Path
 import lz4.block
 import zstandard
 
-from rescue.cpio import MAGICS as CPIO_MAGICS
-from rescue.cpio import CpioDamage, CpioRecord, scan_newc
 from rescue.errors import RescueError
+from rescue.image.cpio import MAGICS as CPIO_MAGICS
+from rescue.image.cpio import CpioDamage, CpioRecord, scan_newc
 from rescue.reading import read_bytes
 
 

@@ -1,4 +1,4 @@
-"""Diagnose a failed boot: the rules (rescue.rules) over kernel logs, console output and collector files.
+"""Diagnose a failed boot: the rules (diagnose.rules) over kernel logs, console output and collector files.
 
 Input is a capture directory, a dmesg file or a serial console log. Lines are cleaned (carriage returns,
 colours, levels, timestamps, kernel lines inside shell output), matched against the rules, grouped into
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rescue.diagnose.findings import GENERATORS, MAX_EVIDENCE, SEVERITIES, Evidence, Finding, Report
+from rescue.diagnose.rules import RULE_IDS, RULE_ORDER, RULES, RULES_BY_ID, Cause, Context, Match, Rule
 from rescue.errors import RescueError
-from rescue.findings import GENERATORS, MAX_EVIDENCE, SEVERITIES, Evidence, Finding, Report
-from rescue.modules import is_kernel_version, load_symbols
+from rescue.kmod import is_kernel_version, load_symbols
 from rescue.reading import load_json, read_bytes
-from rescue.rules import RULE_IDS, RULE_ORDER, RULES, RULES_BY_ID, Cause, Context, Match, Rule
 
 __all__ = [
     "RULES",

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rescue import analyze, rules
-from rescue.analyze import Context, Evidence, Finding, Report
-from rescue.config import parse_size
-from rescue.elf import KernelModule, read_module, unpack_ko
+from rescue.diagnose import analyze, rules
+from rescue.diagnose.analyze import Context, Evidence, Finding, Report
 from rescue.errors import RescueError
-from rescue.initrd import MAX_UNPACKED, Initrd, module_dirs, read_initrd
-from rescue.modules import ModuleDB, is_kernel_version, load_symbols, module_name
-from rescue.report import human_size
+from rescue.image.elf import KernelModule, read_module, unpack_ko
+from rescue.image.initrd import MAX_UNPACKED, Initrd, module_dirs, read_initrd
+from rescue.kmod import ModuleDB, is_kernel_version, load_symbols, module_name
+from rescue.listen.config import parse_size
+from rescue.listen.events import human_size
 
 HOST_MODULES = Path("/lib/modules")
 MAX_METADATA = 32 << 20  # per modules.* file in the image; a whole Debian kernel's modules.alias is 1.4 MB

@@ -1,0 +1,1 @@
+"""The qemu harness: Debian kernels, qemu argv, the serial console, test images, scenarios, a listener."""

@@ -1,0 +1,1 @@
+"""Initramfs images read in Python: compression, newc cpio, the image, kernel module ELF, check-image."""
