@@ -10,20 +10,24 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
-import json
 import os
 import re
 import time
 import unicodedata
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from rescue.capture.manifest import (
+    MANIFEST,
+    PARTIAL,
+    FileEntry,
+    Manifest,
+    Status,
+    read_manifest,
+    write_manifest,
+)
 from rescue.errors import RescueError
 
-MANIFEST = "manifest.json"
-PARTIAL = ".partial"
 MAX_COMPONENT_BYTES = 200  # room for the .partial suffix within NAME_MAX (255)
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -78,20 +82,6 @@ def safe_relpath(name: str) -> str | None:
     return "/".join(parts) or None
 
 
-@dataclass
-class StoredFile:
-    name: str
-    bytes: int
-    sha256: str
-    encoding: str = "utf-8"  # how the sender's name was decoded
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "bytes": self.bytes, "sha256": self.sha256}
-        if self.encoding != "utf-8":
-            d["name_encoding"] = self.encoding
-        return d
-
-
 class FileWriter:
     """Write one file as NAME.partial, hashing as it goes; commit() fsyncs once and renames it."""
 
@@ -116,7 +106,7 @@ class FileWriter:
             os.close(self._fd)
             self._fd = -1
 
-    def commit(self, name: str | None = None) -> StoredFile:
+    def commit(self, name: str | None = None) -> FileEntry:
         """fsync, close and rename to the final name (or keep .partial when name is PARTIAL)."""
         if self._fd >= 0:
             os.fsync(self._fd)
@@ -124,42 +114,21 @@ class FileWriter:
         if name is not None:
             self.path = self.path.with_name(name)
         os.replace(self.partial, self.path)
-        return StoredFile(self.path.name, self.bytes, self._hash.hexdigest())
+        return FileEntry(self.path.name, self.bytes, self._hash.hexdigest())
 
-    def keep_partial(self) -> StoredFile:
+    def keep_partial(self) -> FileEntry:
         """Leave the bytes as NAME.partial: received, but not complete."""
         if self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)
         self.close()
-        return StoredFile(self.partial.name, self.bytes, self._hash.hexdigest())
+        return FileEntry(self.partial.name, self.bytes, self._hash.hexdigest())
 
 
 @dataclass
 class Capture:
     path: Path
-    peer: str
-    started: float
-    manifest: dict[str, Any] = field(default_factory=dict)
-
-    def write_manifest(self, *, durable: bool = True) -> None:
-        """Replace manifest.json atomically; durable also fsyncs the file and the directory."""
-        tmp = self.path / (MANIFEST + PARTIAL)
-        data = json.dumps(self.manifest, indent=2, ensure_ascii=False).encode() + b"\n"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-        try:
-            os.write(fd, data)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path / MANIFEST)
-        if durable:
-            dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+    manifest: Manifest
 
 
 class Store:
@@ -177,6 +146,7 @@ class Store:
             raise RescueError(f"cannot write to capture directory {self.root}: {e.strerror}") from None
 
     def new_capture(self, peer: str, started: float) -> Capture:
+        """A new directory for one arrival, with a `receiving` manifest that recovery finds after a KILL."""
         peer_dir = self.root / (safe_relpath(peer.replace("/", "_")) or "unknown")
         peer_dir.mkdir(parents=True, exist_ok=True)
         while True:
@@ -186,42 +156,43 @@ class Store:
                 path.mkdir()
             except FileExistsError:
                 continue  # a capture of an earlier run in the same second
-            cap = Capture(path, peer, started)
-            cap.manifest = {"version": 1, "peer": peer, "started": iso(started), "status": "receiving"}
-            cap.write_manifest(durable=False)
+            cap = Capture(path, Manifest(peer=peer, started=iso(started)))
+            write_manifest(path, cap.manifest, durable=False)
             return cap
 
-    def iter_manifests(self) -> Iterator[tuple[Path, dict[str, Any]]]:
-        for manifest in sorted(self.root.glob(f"*/*/{MANIFEST}")):
+    def recover(self) -> list[tuple[Path, str | None]]:
+        """Mark captures left `receiving` by a listener that was killed as incomplete.
+
+        Returns each capture it marked (problem None) and each manifest it could not read (the problem),
+        so that nothing is passed over in silence.
+        """
+        found: list[tuple[Path, str | None]] = []
+        for manifest_path in sorted(self.root.glob(f"*/*/{MANIFEST}")):
             try:
-                yield manifest.parent, json.loads(manifest.read_text())
-            except (OSError, ValueError):
+                path, manifest = read_manifest(manifest_path)
+            except RescueError as e:
+                found.append((manifest_path.parent, str(e)))
                 continue
-
-    def recover(self) -> list[Path]:
-        """Mark captures left "receiving" by a listener that was killed as incomplete; return them."""
-        recovered = []
-        for path, manifest in self.iter_manifests():
-            if manifest.get("status") != "receiving":
+            if manifest.status is not Status.RECEIVING:
                 continue
-            files = []
-            for p in sorted(path.rglob("*")):
-                if p.is_file() and p.name not in (MANIFEST, MANIFEST + PARTIAL):
-                    files.append(_describe(p, path).to_json())
-            manifest.update(
-                status="incomplete", reason="the listener stopped during the transfer", files=files
-            )
-            Capture(path, manifest.get("peer", "?"), 0, manifest).write_manifest()
-            recovered.append(path)
-        return recovered
+            files = [
+                _describe(p, path)
+                for p in sorted(path.rglob("*"))
+                if p.is_file() and p.name not in (MANIFEST, MANIFEST + PARTIAL)
+            ]
+            manifest.status, manifest.reason = Status.INCOMPLETE, "the listener stopped during the transfer"
+            manifest.files = files
+            write_manifest(path, manifest)
+            found.append((path, None))
+        return found
 
 
-def _describe(path: Path, base: Path) -> StoredFile:
+def _describe(path: Path, base: Path) -> FileEntry:
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
-    return StoredFile(str(path.relative_to(base)), path.stat().st_size, h.hexdigest())
+    return FileEntry(str(path.relative_to(base)), path.stat().st_size, h.hexdigest())
 
 
 def verify_sha256sums(text: str, files: dict[str, str]) -> tuple[str, list[str]]:

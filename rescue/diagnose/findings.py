@@ -1,17 +1,20 @@
-"""Findings and reports: what rescue analyze and rescue check-image say, as JSON and for people."""
+"""Findings: matched lines (Draft) become findings, linked to their causes, root causes first.
+
+Shared by rescue analyze (lines of logs) and rescue check-image (modules missing from an image).
+"""
 
 from __future__ import annotations
 
-import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rescue.errors import printable
+from rescue.diagnose.rules import RULE_ORDER, RULES_BY_ID, Context, Rule
 
 SEVERITIES = ("error", "warning", "info")
 GENERATORS = ("initramfs-tools", "dracut")
 MAX_EVIDENCE = 12  # per finding; a flood of identical lines proves nothing more
-REPORT_VERSION = 1
+MAX_PARAMS = 50  # values kept per param (symbols, modules) of one finding
 
 
 # Data model ---------------------------------------------------------------------------------------
@@ -53,131 +56,117 @@ class Finding:
 
 
 @dataclass
-class Report:
-    source: str
-    findings: list[Finding]  # root causes first, each followed by its consequences
-    kernel: str | None = None
-    generator: str | None = None
-    lines: int = 0  # lines read from logs
-    files: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    tool: str = "analyze"
-    extra: dict[str, Any] = field(default_factory=dict)  # tool-specific details (check-image: image, closure)
+class Draft:
+    """The lines one rule matched, and the values they named, before they become a finding."""
 
-    @property
-    def has_errors(self) -> bool:
-        return any(f.severity == "error" for f in self.findings)
+    rule: Rule
+    evidence: list[Evidence] = field(default_factory=list)
+    params: dict[str, dict[str, None]] = field(default_factory=dict)  # ordered sets
+    raised: bool = False  # a non-support line matched
+    omitted: int = 0
+    seen: set[str] = field(default_factory=set)
 
-    @property
-    def root_causes(self) -> list[Finding]:
-        return [f for f in self.findings if f.caused_by is None]
-
-    def headline(self) -> str:
-        """One line: the first root cause, or that nothing worse than notes was found."""
-        roots = [f for f in self.root_causes if f.severity != "info"]
-        if not roots:
-            nothing = "no known boot failure found" if self.tool == "analyze" else "no problem found"
-            notes = len(self.findings)
-            return nothing + (f" ({notes} note{'s' if notes != 1 else ''})" if notes else "")
-        first = roots[0]
-        more = len(self.findings) - 1
-        tail = f" (+{more} related finding{'s' if more != 1 else ''})" if more else ""
-        return printable(f"{first.severity}: {first.title} [{first.id}]{tail}")
-
-    def to_json(self) -> dict[str, Any]:
-        counts = {s: sum(f.severity == s for f in self.findings) for s in SEVERITIES}
-        return {
-            "version": REPORT_VERSION,
-            "tool": self.tool,
-            "source": self.source,
-            "kernel": self.kernel,
-            "generator": self.generator,
-            "files": list(self.files),
-            "lines": self.lines,
-            "notes": list(self.notes),
-            "counts": counts,
-            "has_errors": self.has_errors,
-            "findings": [f.to_json() for f in self.findings],
-            **self.extra,
-        }
-
-    def render(self, width: int = 80) -> str:
-        # Evidence is foreign text: an escape sequence in a log must not drive the reader's terminal.
-        return "\n".join(printable(line) for line in _render(self, width)) + "\n"
-
-
-# Human output -------------------------------------------------------------------------------------
-
-
-def _wrap(text: str, width: int, indent: str, rest: str | None = None) -> list[str]:
-    return textwrap.wrap(
-        text,
-        width,
-        initial_indent=indent,
-        subsequent_indent=rest or indent,
-        break_long_words=True,
-        break_on_hyphens=False,
-    ) or [indent]
-
-
-def _render(report: Report, width: int) -> list[str]:
-    where = [x for x in (f"kernel {report.kernel}" if report.kernel else None, report.generator) if x]
-    out = _wrap(
-        f"rescue {report.tool}: {report.source}" + (f" ({', '.join(where)})" if where else ""), width, ""
-    )
-    for note in report.notes:
-        out += _wrap(f"note: {note}", width, "")
-    for key, value in report.extra.get("summary", {}).items():
-        out += _wrap(f"{key}: {value}", width, "  ", "    ")
-    if not report.findings:
-        out += ["", report.headline() + "."]
-        return out
-    for f in report.findings:
-        out.append("")
-        if f.caused_by is None:
-            out += _wrap(f"{f.severity.upper()}: {f.title}", width, "", "  ")
-            out.append(f"  [{f.id}]")
+    def add(
+        self, ev: Evidence, groups: dict[str, str | None], support: bool, same: str | None = None
+    ) -> None:
+        self.raised |= not support
+        for key, value in groups.items():
+            if value:
+                values = self.params.setdefault(key, {})
+                if len(values) < MAX_PARAMS:
+                    values[value] = None
+        # A repeated message (every modprobe retry; the same line in dmesg.txt and console.log) is shown once.
+        same = same or ev.text
+        if same in self.seen:
+            self.omitted += 1
+            return
+        self.seen.add(same)
+        if len(self.evidence) < MAX_EVIDENCE:
+            self.evidence.append(ev)
         else:
-            out += _wrap(f"{f.severity.upper()}: {f.title}", width, "  -> ", "     ")
-            out += _wrap(f"[{f.id}, a consequence of {f.caused_by}]", width, "     ")
-        pad = "    " if f.caused_by is None else "       "
-        if f.evidence:
-            out.append(pad[:-2] + "evidence:")
-        for e in f.evidence:
-            loc = (f"{e.file}:{e.line}: " if len(report.files) > 1 else f"{e.line}: ") if e.line else ""
-            out += _wrap(f"{loc}{e.text}", width, pad, pad + "    ")
-        if f.omitted:
-            out.append(f"{pad}(+{f.omitted} similar lines)")
-        if f.caused_by is None and f.severity != "info":
-            out += _render_fix(f, report.generator, width, pad)
-    if any(f.fix and f.severity != "info" for f in report.findings):
-        out += [
-            "",
-            *_wrap(
-                "A machine that cannot boot: run the fix from a rescue system, chrooted into the "
-                "installed system (mount it, bind /dev /proc /sys, chroot).",
-                width,
-                "",
-            ),
-        ]
-    return out
+            self.omitted += 1
 
 
-def _command(cmd: str, width: int, pad: str) -> list[str]:
-    """A command that still pastes into a shell when wrapped: comments as comments, commands with \\."""
-    if len(pad) + len(cmd) <= width:
-        return [pad + cmd]
-    if cmd.startswith("#"):
-        return _wrap(cmd[1:].strip(), width, pad + "# ")
-    lines = _wrap(cmd, width - 2, pad, pad + "    ")
-    return [line + " \\" for line in lines[:-1]] + lines[-1:]
+def _title(rule: Rule, params: dict[str, list[str]]) -> str:
+    values = {
+        k: ", ".join(v[:3]) + (f" (+{len(v) - 3} more)" if len(v) > 3 else "") for k, v in params.items()
+    }
+
+    class _Default(dict[str, str]):
+        def __missing__(self, key: str) -> str:
+            return "?"
+
+    return rule.title.format_map(_Default(values))
 
 
-def _render_fix(f: Finding, generator: str | None, width: int, pad: str) -> list[str]:
-    out: list[str] = []
-    flavours = [generator] if generator in f.fix else [g for g in GENERATORS if g in f.fix]
-    for flavour in flavours:
-        out.append(pad[:-2] + f"fix ({flavour}), on the installed system:")
-        for cmd in f.fix[flavour].splitlines():
-            out += _command(cmd, width, pad)
+def build_findings(
+    drafts: Iterable[Draft], ctx: Context, defaults: dict[str, str] | None = None
+) -> list[Finding]:
+    """Turn matched lines into findings, link consequences to causes, order root causes first."""
+    findings: list[Finding] = []
+    for d in drafts:
+        if not d.raised:
+            continue
+        params = {k: list(v) for k, v in d.params.items()}
+        for key, value in (defaults or {}).items():
+            if key not in d.rule.from_context:
+                continue
+            params.setdefault(key, [value])
+        findings.append(
+            Finding(
+                id=d.rule.id,
+                severity=d.rule.severity,
+                title=_title(d.rule, params),
+                evidence=d.evidence,
+                fix=d.rule.fix(params, ctx),
+                params=params,
+                omitted=d.omitted,
+            )
+        )
+    link(findings)
+    return order(findings)
+
+
+def link(findings: list[Finding]) -> None:
+    for f in findings:
+        rule = RULES_BY_ID.get(f.id)
+        for cause in rule.caused_by if rule else ():
+            found = next(
+                (c for c in findings if c.id == cause.id and c is not f and _agree(f, c, cause.same)), None
+            )
+            if found:
+                f.caused_by, f.cause = cause.id, found
+                break
+
+
+def _agree(f: Finding, cause: Finding, same: tuple[tuple[str, str], ...]) -> bool:
+    for mine, theirs in same:
+        a, b = set(f.params.get(mine, [])), set(cause.params.get(theirs, []))
+        if a and b and not a & b:
+            return False
+    return True
+
+
+def order(findings: list[Finding]) -> list[Finding]:
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+
+    def key(f: Finding) -> tuple[int, int, str, int]:
+        first = f.evidence[0] if f.evidence else Evidence("", 0, "")
+        return rank.get(f.severity, 9), RULE_ORDER.get(f.id, 99), first.file, first.line
+
+    out: list[Finding] = []
+    placed: set[int] = set()
+
+    def place(f: Finding) -> None:
+        if id(f) in placed:
+            return
+        placed.add(id(f))
+        out.append(f)
+        for c in sorted((c for c in findings if c.cause is f), key=key):
+            place(c)
+
+    for f in sorted((f for f in findings if f.caused_by is None), key=key):
+        place(f)
+    for f in sorted(findings, key=key):  # a cause that was itself linked away: keep everything
+        place(f)
     return out

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from rescue.errors import RescueError, os_error
-from rescue.listen.config import read_token_file, warn_visible_token
 from rescue.reading import load_json
 from rescue.resources import hooks_dir
 from rescue.run import run
+from rescue.tokens import TOKEN, read_token_file, warn_visible_token
 
 DRACUT_MODULE = "90rescue-send"
 DRACUT_NAME = "rescue-send"
@@ -32,7 +32,6 @@ MANIFEST = Path("var/lib/rescue/hooks-installed.json")
 DRACUT_CONF = Path("etc/dracut.conf.d/90-rescue-send.conf")
 
 _HOST = re.compile(r"^[A-Za-z0-9._:-]{1,253}$")
-_TOKEN = re.compile(r"^[!-~]{1,256}$")  # printable, no spaces: it travels as one header word
 _IP = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
 
 
@@ -56,7 +55,7 @@ class Config:
             raise RescueError(f"bad --host {self.host!r}", hint="a host name or an IP address")
         if not 1 <= self.port <= 65535:
             raise RescueError(f"bad --port {self.port}", hint="1-65535")
-        if self.token is not None and not _TOKEN.match(self.token):
+        if self.token is not None and not TOKEN.fullmatch(self.token):
             raise RescueError("bad --token", hint="printable characters, no spaces")
         if self.ip is not None and not _IP.match(self.ip):
             raise RescueError(f"bad --ip {self.ip!r}", hint="dhcp, none, or the kernel's ip= form")

@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rescue.diagnose import analyze, rules
-from rescue.diagnose.analyze import Context, Evidence, Finding, Report
+from rescue.diagnose import rules
+from rescue.diagnose.findings import Draft, Evidence, Finding, build_findings
+from rescue.diagnose.report import Report, emit
+from rescue.diagnose.rules import Context
 from rescue.errors import RescueError
 from rescue.image.elf import KernelModule, read_module, unpack_ko
 from rescue.image.initrd import MAX_UNPACKED, Initrd, module_dirs, read_initrd
 from rescue.kmod import ModuleDB, is_kernel_version, load_symbols, module_name
-from rescue.listen.config import parse_size
-from rescue.listen.events import human_size
+from rescue.units import human_size, parse_size
 
 HOST_MODULES = Path("/lib/modules")
 MAX_METADATA = 32 << 20  # per modules.* file in the image; a whole Debian kernel's modules.alias is 1.4 MB
@@ -255,7 +256,7 @@ def _evidence(image_path: str, need: Need) -> Evidence:
 
 def findings_for(image_path: str, needs: list[Need], ctx: Context) -> list[Finding]:
     """Missing needs -> the same finding ids the boot-time analysis uses, with the same fixes."""
-    drafts: dict[tuple[str, str], analyze._Draft] = {}
+    drafts: dict[tuple[str, str], Draft] = {}
     by_id = rules.RULES_BY_ID
     in_btrfs = any(n.provider == "btrfs" and n.status != "missing" for n in needs)
     missing = {n.provider or n.name for n in needs if n.status == "missing"}
@@ -275,8 +276,8 @@ def findings_for(image_path: str, needs: list[Need], ctx: Context) -> list[Findi
             rule_id, params = "module-missing", {"module": mod, "parent": need.parent or ""}
         rule = by_id[rule_id]
         key = (rule_id, params.get("module", params.get("fs", "")) if rule.group_by else "")
-        drafts.setdefault(key, analyze._Draft(rule)).add(_evidence(image_path, need), dict(params), False)
-    return analyze.build_findings(drafts.values(), ctx)
+        drafts.setdefault(key, Draft(rule)).add(_evidence(image_path, need), dict(params), False)
+    return build_findings(drafts.values(), ctx)
 
 
 def _generator(image: Initrd) -> str | None:
@@ -330,9 +331,9 @@ def check_image(
     ctx = Context(kver=kver, generator=generator, symbol_owner=k.symbol_owner)
     findings = findings_for(str(path), needs, ctx)
     for problem in image.problems:
-        drafts = analyze._Draft(rules.RULES_BY_ID["initramfs-unpack-failed"])
+        drafts = Draft(rules.RULES_BY_ID["initramfs-unpack-failed"])
         drafts.add(Evidence(str(path), 0, problem), {"reason": problem}, False)
-        findings = analyze.build_findings([drafts], ctx) + findings
+        findings = build_findings([drafts], ctx) + findings
     witnesses = (
         ["image metadata"]
         + (["host " + str(HOST_MODULES / kver)] if host_db else [])
@@ -416,5 +417,5 @@ def main(args: argparse.Namespace) -> int:
     report = check_image(
         args.initrd, require=args.require, kernel_version=args.kernel_version, max_unpacked=args.max_unpacked
     )
-    analyze.emit(report, as_json=args.json)
+    emit(report, as_json=args.json)
     return 1 if report.has_errors else 0

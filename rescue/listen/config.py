@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
-import sys
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from rescue.errors import RescueError
+from rescue.tokens import TOKEN_ENV, read_token_file
+from rescue.units import parse_size
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
-
-
-def parse_size(text: str | int) -> int:
-    """'512M', '4G', '64KiB', '1000' -> bytes (binary units)."""
-    if isinstance(text, int):
-        return text
-    m = _SIZE.fullmatch(text.strip())
-    if not m:
-        raise RescueError(f"bad size {text!r}", hint="use a number with an optional K, M, G or T suffix")
-    return int(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " ")  # type: ignore[no-any-return]
 
 
 def parse_network(text: str) -> Network:
@@ -51,6 +40,7 @@ class Settings:
     drain_timeout: float = 10.0  # on TERM/INT: how long in-flight transfers may take to finish
     legacy_encoding: str = "gbk"  # for file names that are not UTF-8
     json: bool = False
+    debug: bool = False  # rescue --debug: tracebacks of internal errors
     log: Path | None = None
     config: Path | None = None
 
@@ -61,21 +51,9 @@ class Settings:
         return any(ip in net for net in self.allow)
 
 
-_FILE_KEYS = {
-    "bind",
-    "port",
-    "dir",
-    "token",
-    "token_file",
-    "allow",
-    "max_bytes",
-    "max_connections",
-    "max_members",
-    "idle_timeout",
-    "drain_timeout",
-    "legacy_encoding",
-    "log",
-}
+# Given on the command line only; every other setting may also come from the config file.
+_CLI_ONLY = frozenset({"json", "debug", "config"})
+_FILE_KEYS = frozenset(f.name for f in fields(Settings)) - _CLI_ONLY
 
 
 def coerce(key: str, value: Any) -> Any:
@@ -113,30 +91,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise RescueError(f"config file {path}: {e}") from None
 
 
-TOKEN_ENV = "RESCUE_TOKEN"
-_TOKEN = re.compile(r"[!-~]{1,256}")  # printable, no spaces: it travels as one header word
 _TOKEN_KEYS = ("token", "token_file")
-
-
-def warn_visible_token() -> None:
-    print(
-        "rescue: warning: --token shows the token to every user of this machine (ps, /proc);"
-        f" use --token-file FILE or {TOKEN_ENV}",
-        file=sys.stderr,
-    )
-
-
-def read_token_file(path: Path) -> str | None:
-    """The token in a file (surrounding white space ignored); None when the file is empty."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(4097)
-    except OSError as e:
-        raise RescueError(f"cannot read token file {path}: {e.strerror}") from None
-    text = data.decode("utf-8", errors="replace").strip()
-    if len(data) > 4096 or (text and not _TOKEN.fullmatch(text)):
-        raise RescueError(f"token file {path}: not a token", hint="one word of printable characters")
-    return text or None
 
 
 def build_settings(cli: dict[str, Any], env: dict[str, str] | None = None) -> Settings:

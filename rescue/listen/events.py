@@ -8,14 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
+from rescue.capture.manifest import Manifest
+from rescue.units import human_size
 
 PLAIN_PROGRESS_EVERY = 10.0  # seconds between progress lines when the output is not a terminal
 
@@ -67,3 +61,20 @@ class Reporter:
     def end_progress(self) -> None:
         if self.human.isatty():
             print("\r\033[K", end="", file=self.human, flush=True)
+
+
+def capture_summary(path: Path, m: Manifest, root: Path) -> str:
+    """One line (two with a diagnosis) for a finished capture, as the `capture` event says it."""
+    try:
+        where = path.relative_to(root)
+    except ValueError:
+        where = path
+    total = sum(f.bytes for f in m.files)
+    parts = [f"{where}: {m.status}", f"{len(m.files)} file(s), {human_size(total)}"]
+    if m.sha256sums != "absent":
+        parts.append(f"SHA256SUMS {m.sha256sums}")
+    if m.reason:
+        parts.append(m.reason)
+    line = "; ".join(parts)
+    headline = (m.analysis or {}).get("headline")
+    return f"{line}\n  -> {headline}" if headline else line

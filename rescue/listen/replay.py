@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from rescue.errors import RescueError
-from rescue.listen.config import build_settings, warn_visible_token
+from rescue.listen.config import build_settings
+from rescue.tokens import warn_visible_token
 
 MANIFEST = "manifest.json"
 GZIP_MAGIC = b"\x1f\x8b"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rescue.diagnose.analyze import RULE_IDS, analyze_path
+from rescue.diagnose.analyze import analyze_path
+from rescue.diagnose.rules import RULE_IDS
 from rescue.errors import RescueError
 from rescue.listen.replay import build_replay, parse_target
 from tests.conftest import REPO, Listener

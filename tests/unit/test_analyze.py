@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from rescue.cli import main as cli_main
-from rescue.diagnose import analyze
-from rescue.diagnose.analyze import RULES, analyze_path, analyze_text
+from rescue.diagnose import findings, inputs
+from rescue.diagnose.analyze import analyze_path, analyze_text
+from rescue.diagnose.rules import RULES
 from rescue.errors import RescueError
 
 # Lines as the kernel (6.1 format strings), initramfs-tools 0.142, dracut 059 and busybox print them.
@@ -149,7 +150,7 @@ def test_rule_table_is_consistent() -> None:
     assert len(ids) == len(set(ids))
     graph = {r.id: {c.id for c in r.caused_by} for r in RULES}
     for rule in RULES:
-        assert rule.severity in analyze.SEVERITIES
+        assert rule.severity in findings.SEVERITIES
         assert graph[rule.id] <= set(ids), rule.id
         for m in rule.matches:
             assert m.source in ("log", "modcheck")
@@ -359,8 +360,8 @@ def test_human_output_fits_80_columns_and_puts_the_root_cause_first(tmp_path: Pa
 def test_flood_of_repeats_is_capped(tmp_path: Path) -> None:
     log = "".join(f"[{i:5d}.000000] e1000e: Unknown symbol sym{i} (err -2)\n" for i in range(100))
     f = analyze_text(log).findings[0]
-    assert len(f.evidence) == analyze.MAX_EVIDENCE
-    assert f.omitted == 100 - analyze.MAX_EVIDENCE
+    assert len(f.evidence) == findings.MAX_EVIDENCE
+    assert f.omitted == 100 - findings.MAX_EVIDENCE
 
 
 def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -414,7 +415,7 @@ def test_root_fs_type_from_the_capture_decides_the_link(tmp_path: Path) -> None:
 
 
 def test_oversized_log_is_read_up_to_a_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(analyze, "MAX_READ", 4096)
+    monkeypatch.setattr(inputs, "MAX_READ", 4096)
     path = tmp_path / "dmesg.txt"
     path.write_text(
         "btrfs: Unknown symbol crc32c (err -2)\n" + "x" * 10_000 + "\nmore: Unknown symbol y (err -2)\n"
@@ -426,7 +427,7 @@ def test_oversized_log_is_read_up_to_a_limit(tmp_path: Path, monkeypatch: pytest
 
 def test_a_capture_is_read_up_to_the_same_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Many big files must not add up to many times the limit.
-    monkeypatch.setattr(analyze, "MAX_READ", 4096)
+    monkeypatch.setattr(inputs, "MAX_READ", 4096)
     filler = "[    1.000000] usb 1-1: new device\n" * 80  # 2,800 bytes
     crc32c = "btrfs: Unknown symbol crc32c (err -2)\n"
     files = {"a.log": filler, "b.log": filler + "x", "c.log": filler + "xx", "dmesg.txt": crc32c}
@@ -461,8 +462,8 @@ def test_many_failing_lines_stay_readable() -> None:
     assert len(report.findings) == 5
     f = report.findings[0]
     assert f.title == "mod0 cannot load: unknown symbol sym0, sym5, sym10 (+47 more)"
-    assert len(f.params["symbol"]) == analyze.MAX_PARAMS
-    assert len(f.evidence) == analyze.MAX_EVIDENCE and f.omitted == 1000 - analyze.MAX_EVIDENCE
+    assert len(f.params["symbol"]) == findings.MAX_PARAMS
+    assert len(f.evidence) == findings.MAX_EVIDENCE and f.omitted == 1000 - findings.MAX_EVIDENCE
 
 
 def test_modcheck_saying_the_root_device_is_missing(tmp_path: Path) -> None:

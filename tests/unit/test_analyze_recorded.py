@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rescue.diagnose.analyze import RULE_IDS, analyze_path
+from rescue.diagnose.analyze import analyze_path
+from rescue.diagnose.rules import RULE_IDS
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDED = REPO / "tests" / "data" / "analyze"

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from rescue.errors import RescueError
-from rescue.listen.config import build_settings, parse_size
+from rescue.listen.config import build_settings
+from rescue.units import parse_size
 
 
 @pytest.mark.parametrize(

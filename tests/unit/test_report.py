@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from rescue.listen.events import Reporter, human_size
+from rescue.listen.events import Reporter
+from rescue.units import human_size
 
 
 def test_progress_off_a_terminal_is_one_line_now_and_then(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,174 @@
+"""The inputs of a diagnosis, normalised: a capture's files or one log, cleaned line by line.
+
+Carriage returns, colours, syslog levels, timestamps and kernel lines inside shell output are cleaned away
+before any rule looks at a line. What is read is bounded (MAX_READ for a whole capture).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rescue.capture.manifest import MANIFEST, Manifest, Status, read_manifest
+from rescue.errors import RescueError
+from rescue.reading import read_bytes
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][A-Z0-9]|\x1b[@-Z\\^_`a-z78=>]")
+# <N> (dmesg -r, /dev/kmsg writers), [ 1.234567] (printk time), [T123] (printk caller), syslog/journal
+# prefixes ("Nov 25 16:00:00 host kernel: "), dmesg -T ("[Wed Nov 25 16:00:00 2026] ").
+_PREFIX = re.compile(
+    r"^(?:<\d{1,3}>)?"
+    r"(?:\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.\-/]+(?:\[\d+\])?: )?"
+    r"(?:\[\s*\d+\.\d+\]\s?|\[\w{3} \w{3} [ \d]\d [\d:]{8} \d{4}\]\s?)?"
+    r"(?:\[\s*[TC]\d+\]\s?)?"
+)
+# Console output interleaves kernel lines with shell output mid-line: split before each printk time.
+_TIME = re.compile(r"(?:<\d{1,3}>)?\[\s*\d+\.\d{6}\]")
+
+
+def clean(raw: str) -> str:
+    # A carriage return inside a line redraws it: the terminal shows the last non-empty part.
+    if "\r" in raw:
+        parts = [p for p in raw.split("\r") if p.strip()]
+        raw = " ".join(parts)
+    if "\x1b" in raw:
+        raw = _ANSI.sub("", raw)
+    return raw.strip()
+
+
+def messages(text: str) -> list[tuple[str, str]]:
+    """The messages in one cleaned line (console output may carry several): (as shown, without prefixes)."""
+    cuts = [0]
+    if "[" in text:
+        first = _TIME.match(text)  # a line's own level and time are not a second message
+        start = first.end() if first else 1
+        cuts += [m.start() for m in _TIME.finditer(text, start)]
+    pieces = [text[a:b].strip() for a, b in zip(cuts, [*cuts[1:], len(text)], strict=True)]
+    return [(p, _PREFIX.sub("", p, count=1)) for p in pieces if p]
+
+
+def is_text(data: bytes) -> bool:
+    head = data[:65536]
+    if not head:
+        return True
+    if head.count(0) > len(head) // 100:
+        return False
+    bad = head.decode("utf-8", errors="replace").count("\ufffd")
+    return bad <= len(head) // 20
+
+
+# Collector bundle files (CONTRACTS.md §2) that are not logs; anything else that is text is read as a log.
+_NOT_LOGS = {
+    "cmdline.txt",
+    "modules.txt",
+    "crypto.txt",
+    "filesystems.txt",
+    "partitions.txt",
+    "mounts.txt",
+    "blkid.txt",
+    "disks.txt",
+    "info.txt",
+    "initramfs-modules.txt",
+    "modules-dep.txt",
+    "network.txt",
+    "modcheck.txt",
+    "SHA256SUMS",
+    "manifest.json",
+}
+
+
+@dataclass
+class Inputs:
+    source: str
+    logs: dict[str, str] = field(default_factory=dict)  # file name -> text
+    modcheck: dict[str, str] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)
+    header: dict[str, str] = field(default_factory=dict)
+    cmdline: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[str]:
+        return sorted({*self.logs, *self.modcheck})
+
+
+MAX_READ = 128 << 20  # a boot log is megabytes; a runaway stream should not exhaust memory
+
+
+def _read(path: Path, notes: list[str], limit: int | None = None) -> bytes:
+    limit = MAX_READ if limit is None else limit
+    data, more = read_bytes(path, limit)
+    if more:
+        notes.append(f"{path.name}: only the first {limit:,} bytes were read")
+    return data
+
+
+def load_inputs(path: Path, manifest: Manifest | None = None) -> Inputs:
+    """What to analyse in a capture directory (its manifest read, unless given), or a log file."""
+    if path.is_dir():
+        return _load_capture(path, manifest)
+    notes: list[str] = []
+    data = _read(path, notes)
+    if not data:
+        raise RescueError(f"{path}: empty file, nothing to analyse")
+    if not is_text(data):
+        raise RescueError(
+            f"{path}: not a text log (binary data)",
+            hint="give a dmesg file, a console log or a capture directory",
+        )
+    text = data.decode("utf-8", errors="replace")
+    inputs = Inputs(source=str(path), notes=notes)
+    if path.name == "modcheck.txt" or text.startswith("# rescue modcheck"):
+        inputs.modcheck[path.name] = text
+    else:
+        inputs.logs[path.name] = text
+    return inputs
+
+
+def _load_capture(path: Path, manifest: Manifest | None) -> Inputs:
+    inputs = Inputs(source=str(path))
+    if manifest is None and (path / MANIFEST).is_file():
+        manifest = read_manifest(path)[1]
+    if manifest is not None:
+        inputs.header = dict(manifest.header)
+        if manifest.status is not Status.COMPLETE:
+            reason = manifest.reason or "no reason given"
+            inputs.notes.append(f"capture status: {manifest.status} ({reason})")
+    # The listener writes regular files only: a link could lead out of the capture, a FIFO could block.
+    names = [f for f in path.iterdir() if not f.is_symlink() and f.is_file() and not f.name.startswith(".")]
+    # The limit holds for the whole capture. Small files first: one huge console log must not crowd out
+    # dmesg.txt and modcheck.txt.
+    budget = MAX_READ
+    contents: dict[Path, bytes] = {}
+    for f in sorted((f for f in names if f.name != MANIFEST), key=lambda f: f.stat().st_size):
+        if budget <= 0:
+            inputs.notes.append(f"{f.name}: not read, the capture's first {MAX_READ:,} bytes were")
+            continue
+        contents[f] = _read(f, inputs.notes, budget)
+        budget -= len(contents[f])
+    for f, data in sorted(contents.items()):
+        if not is_text(data):
+            inputs.notes.append(f"{f.name}: skipped, binary data")
+            continue
+        text = data.decode("utf-8", errors="replace")
+        if f.name == "modcheck.txt":
+            inputs.modcheck[f.name] = text
+        elif f.name == "info.txt":
+            inputs.info = _keyvalues(text)
+        elif f.name == "cmdline.txt":
+            inputs.cmdline = text.strip()
+        elif f.name not in _NOT_LOGS:
+            inputs.logs[f.name] = text
+    if not inputs.logs and not inputs.modcheck:
+        raise RescueError(f"{path}: no dmesg, console log or modcheck.txt to analyse")
+    return inputs
+
+
+def _keyvalues(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, eq, value = line.partition("=")
+        if eq and key.strip().isidentifier():
+            out[key.strip()] = value.strip()
+    return out

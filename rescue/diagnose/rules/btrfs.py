@@ -1,0 +1,102 @@
+"""btrfs: its crc32c dependency missing from the image, or its checksum driver."""
+
+from __future__ import annotations
+
+from rescue.diagnose.rules.base import (
+    Context,
+    Rule,
+    add_modules,
+    log,
+    modcheck,
+    rebuild_with,
+)
+
+# Which module provides a checksum driver btrfs asks the crypto API for.
+CSUM_MODULES = {
+    "crc32c": "crc32c_generic",
+    "xxhash64": "xxhash_generic",
+    "sha256": "sha256_generic",
+    "blake2b-256": "blake2b_generic",
+}
+# Names a crc32c need shows up under (alias or module) -> the module to add.
+CRC32C_MODULES = {
+    "crypto-crc32c": "crc32c_generic",
+    "crc32c": "crc32c_generic",
+    "crc32c-generic": "crc32c_generic",
+}
+
+
+def _fix_crc32c(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
+    mods = [CRC32C_MODULES.get(m, m) for m in params.get("missing", [])]
+    for sym in params.get("symbol", []):
+        mods.append(ctx.symbol_owner(sym) or "libcrc32c")
+    return add_modules(mods or ["libcrc32c"], ctx)
+
+
+def _fix_csum(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
+    known = [CSUM_MODULES[c] for c in params.get("csum", []) if c in CSUM_MODULES]
+    if known:
+        return add_modules(known, ctx)
+    return rebuild_with(
+        "# add the crypto module for the file system's checksum (btrfs inspect-internal dump-super)",
+        "# add the crypto module for the file system's checksum to add_drivers",
+    )(params, ctx)
+
+
+CRC32C_MISSING = Rule(
+    id="btrfs-crc32c-missing",
+    severity="error",
+    title="btrfs cannot load: crc32c (libcrc32c) is missing from the initramfs",
+    matches=(
+        log("Unknown symbol", r"\bbtrfs: Unknown symbol (?P<symbol>crc32c\w*) \(err -?\d+\)"),
+        log("Unknown symbol", r"\blibcrc32c: Unknown symbol (?P<symbol>\w+) \(err -?\d+\)"),
+        log(
+            "hash for checksum",
+            r"BTRFS error \(device [^)]*\): error allocating crc32c\S* hash for checksum",
+        ),
+        log(
+            "libcrc32c",
+            r"(?:modprobe|insmod): (?:can't load module |can't insert '?|ERROR: could not insert '"
+            r"|FATAL: Module )(?P<missing>libcrc32c)\b",
+        ),
+        modcheck(" missing", r"^need (?P<missing>\S*crc32c\S*) (?:dep|softdep) (?:btrfs|libcrc32c) missing"),
+        modcheck("crypto crc32c", r"^crypto crc32c absent", support=True),
+        log(
+            "can't load module btrfs",
+            r"modprobe: can't load module btrfs \([^)]*\): unknown symbol",
+            support=True,
+        ),
+        log("can't insert", r"insmod: can't insert '[^']*\bbtrfs\.ko[^']*': unknown symbol", support=True),
+        log(
+            "could not insert 'btrfs'",
+            r"modprobe: ERROR: could not insert 'btrfs': Unknown symbol",
+            support=True,
+        ),
+    ),
+    fix=_fix_crc32c,
+    constants=(("module", "btrfs"), ("fs", "btrfs")),
+)
+
+CSUM_UNSUPPORTED = Rule(
+    id="btrfs-csum-unsupported",
+    severity="error",
+    title="btrfs cannot mount: no {csum} checksum driver in the initramfs",
+    matches=(
+        log(
+            "hash for checksum",
+            r"BTRFS error \(device (?P<device>[^)]*)\): error allocating (?P<csum>\S+) hash for checksum",
+        ),
+        log(
+            "unsupported checksum algorithm",
+            r"BTRFS error \(device (?P<device>[^)]*)\): unsupported checksum algorithm:? (?P<csum>\S+)",
+        ),
+        log("open_ctree failed", r"BTRFS error \(device [^)]*\): open_ctree failed", support=True),
+        # The collector fails the check only for the checksum the root file system uses (its superblock).
+        modcheck(
+            "result fail missing=",
+            r"^result fail missing=(?:\S+,)?(?P<csum>xxhash64|sha256|blake2b-256)\b",
+        ),
+    ),
+    fix=_fix_csum,
+    constants=(("fs", "btrfs"),),
+)

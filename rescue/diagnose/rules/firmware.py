@@ -1,0 +1,39 @@
+"""Firmware files a driver asked for and the image lacks (a warning: most do not stop a boot)."""
+
+from __future__ import annotations
+
+import re
+
+from rescue.diagnose.rules.base import (
+    DRACUT_FIX_CONF,
+    Context,
+    Rule,
+    log,
+    rebuild,
+)
+
+
+def _fix_firmware(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
+    files = " ".join(f"/lib/firmware/{f}" for f in params.get("firmware", []))
+    it, dr = rebuild(ctx)
+    return {
+        "initramfs-tools": f"# install the package that ships {files} (apt-file search)\n{it}",
+        "dracut": f"echo 'install_items+=\" {files} \"' >> {DRACUT_FIX_CONF}\n{dr}",
+    }
+
+
+FIRMWARE_MISSING = Rule(
+    id="firmware-missing",
+    severity="warning",
+    title="firmware {firmware} was not found",
+    matches=(
+        log(
+            "Direct firmware load for",
+            r"Direct firmware load for (?P<firmware>\S+) failed with error (?P<err>-?\d+)",
+        ),
+    ),
+    fix=_fix_firmware,
+    group_by=("firmware",),
+    # cfg80211 falls back to its built-in rules when regulatory.db is absent.
+    ignore=re.compile(r"\bregulatory\.db"),
+)

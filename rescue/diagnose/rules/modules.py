@@ -1,0 +1,140 @@
+"""Kernel modules that cannot load: built for another kernel, unknown symbols, missing, the fs driver."""
+
+from __future__ import annotations
+
+from rescue.diagnose.rules.base import (
+    Cause,
+    Context,
+    FixFn,
+    Rule,
+    add_modules,
+    log,
+    modcheck,
+    rebuild,
+    rebuild_with,
+)
+
+_MODULE = r"(?P<module>[\w-]+)"
+_BUSYBOX_MODPROBE = r"modprobe: can't load module (?P<module>[\w-]+) \([^)]*\): "
+_KMOD_MODPROBE = r"modprobe: ERROR: could not insert '(?P<module>[\w-]+)': "
+
+
+def _fix_unknown_symbol(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
+    owners = [o for o in (ctx.symbol_owner(s) for s in params.get("symbol", [])) if o]
+    if owners:
+        return add_modules(owners, ctx)
+    syms = " ".join(params.get("symbol", [])) or "SYMBOL"
+    kver = ctx.kver or "$(uname -r)"
+    sym = syms.split()[0]
+    find = f"# find the module exporting {sym}: grep -w 'symbol:{sym}' /lib/modules/{kver}/modules.symbols"
+    return rebuild_with(
+        f"{find}\n# add that module to /etc/initramfs-tools/modules",
+        f"{find}\n# add that module to add_drivers in /etc/dracut.conf.d/",
+    )(params, ctx)
+
+
+def _fix_param_modules(name: str) -> FixFn:
+    def fix(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
+        return add_modules(params.get(name) or ["MODULE"], ctx)
+
+    return fix
+
+
+def _fix_version_mismatch(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
+    mods = ", ".join(params.get("module", [])) or "the module"
+    kver = ctx.kver or "KVER"
+    it, dr = rebuild(ctx)
+    why = f"# {mods}: not built for the kernel that boots; reinstall the module's package"
+    dkms = f"# (a module built by dkms: dkms autoinstall -k {kver})"
+    return {
+        "initramfs-tools": f"{why}\napt-get install --reinstall linux-image-{kver}\n{dkms}\n{it}",
+        "dracut": f"{why}\n# (for a kernel module: the kernel package for {kver})\n{dkms}\n{dr}",
+    }
+
+
+VERSION_MISMATCH = Rule(
+    id="module-version-mismatch",
+    severity="error",
+    title="{module} was built for a different kernel",
+    matches=(
+        log(
+            "disagrees about version of symbol",
+            _MODULE + r": disagrees about version of symbol (?P<symbol>\w+)",
+        ),
+        log("no symbol version for", _MODULE + r": no symbol version for (?P<symbol>\w+)"),
+        log("version magic", _MODULE + r": version magic '(?P<have>[^']*)' should be '(?P<want>[^']*)'"),
+        log("nvalid module format", _BUSYBOX_MODPROBE + r"[Ii]nvalid module format", support=True),
+        log("nvalid module format", _KMOD_MODPROBE + r"[Ii]nvalid module format", support=True),
+        log(
+            "nvalid module format",
+            r"insmod: can't insert '(?:[^']*/)?(?P<module>[\w-]+)\.ko[^']*': [Ii]nvalid module format",
+            support=True,
+        ),
+    ),
+    fix=_fix_version_mismatch,
+    group_by=("module",),
+)
+
+UNKNOWN_SYMBOL = Rule(
+    id="module-unknown-symbol",
+    severity="error",
+    title="{module} cannot load: unknown symbol {symbol}",
+    matches=(
+        log("Unknown symbol", _MODULE + r": Unknown symbol (?P<symbol>\w+) \(err (?P<err>-?\d+)\)"),
+        log("unknown symbol in module", _BUSYBOX_MODPROBE + r"unknown symbol in module"),
+        log("Unknown symbol in module", _KMOD_MODPROBE + r"Unknown symbol in module"),
+        log(
+            "can't insert",
+            r"insmod: can't insert '(?:[^']*/)?(?P<module>[\w-]+)\.ko[^']*': unknown symbol",
+        ),
+    ),
+    fix=_fix_unknown_symbol,
+    group_by=("module",),
+    caused_by=(
+        Cause("module-version-mismatch", (("module", "module"),)),
+        Cause("btrfs-crc32c-missing", (("module", "module"),)),
+        # raid456 also needs libcrc32c: the same hole, seen from another module.
+        Cause("btrfs-crc32c-missing", (("symbol", "symbol"),)),
+    ),
+)
+
+FS_MODULE_MISSING = Rule(
+    id="fs-module-missing",
+    severity="error",
+    title="the kernel has no {fs} file system driver",
+    matches=(
+        log("but still no fs", r"request_module fs-(?P<fs>[\w.-]+) succeeded, but still no fs\?"),
+        log("unknown filesystem type", r"unknown filesystem type '(?P<fs>[\w.-]+)'"),
+        modcheck("root - missing", r"^need (?P<fs>\S+) root - missing"),
+    ),
+    fix=_fix_param_modules("fs"),
+    group_by=("fs",),
+    caused_by=(
+        Cause("btrfs-crc32c-missing", (("fs", "module"),)),
+        Cause("module-version-mismatch", (("fs", "module"),)),
+        Cause("module-unknown-symbol", (("fs", "module"),)),
+    ),
+)
+
+MODULE_MISSING = Rule(
+    id="module-missing",
+    severity="error",
+    title="{module} is needed but missing from the initramfs",
+    matches=(
+        modcheck(" missing", r"^need (?P<module>\S+) (?:dep|root) (?P<parent>\S+) missing"),
+        log("not found in directory", r"modprobe: FATAL: Module (?P<module>[\w-]+) not found in directory"),
+        log("not found in modules.dep", r"modprobe: module (?P<module>[\w-]+) not found in modules\.dep"),
+    ),
+    fix=_fix_param_modules("module"),
+    group_by=("module",),
+)
+
+SOFTDEP_MISSING = Rule(
+    id="module-softdep-missing",
+    severity="info",
+    title="{module} (a soft dependency) is not in the initramfs",
+    matches=(modcheck(" missing", r"^need (?P<module>\S+) softdep (?P<parent>\S+) missing"),),
+    fix=_fix_param_modules("module"),
+    group_by=("module",),
+    caused_by=(Cause("btrfs-csum-unsupported", (("module", "csum"),)),),
+)

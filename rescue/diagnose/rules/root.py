@@ -1,0 +1,124 @@
+"""The root file system: the image unpacked, the device appeared, the mount worked."""
+
+from __future__ import annotations
+
+from rescue.diagnose.rules.base import (
+    DRACUT_FIX_CONF,
+    Cause,
+    Context,
+    Rule,
+    log,
+    modcheck,
+    rebuild,
+    rebuild_with,
+)
+
+
+def _fix_root_device(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
+    check = "# compare root= (cat /proc/cmdline) with the disks found (blkid, ls /dev/disk/by-uuid)"
+    it, dr = rebuild(ctx)
+    return {
+        "initramfs-tools": f"{check}\n# if the disk driver is missing (virtio_blk, nvme, ahci...), add it:\n"
+        f"# echo DRIVER >> /etc/initramfs-tools/modules\n{it}",
+        "dracut": f"{check}\n# if the disk driver is missing (virtio_blk, nvme, ahci...), add it:\n"
+        f"# echo 'add_drivers+=\" DRIVER \"' >> {DRACUT_FIX_CONF}\n{dr}",
+    }
+
+
+def _fix_root_mount(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
+    fs = (params.get("fs") or ["FSTYPE"])[0]
+    image = f"/boot/initrd.img-{ctx.kver}" if ctx.kver else "/boot/initrd.img-KVER"
+    check = (
+        "# compare root=, rootfstype=, rootflags= (cat /proc/cmdline) with blkid; can the image mount it?\n"
+        f"rescue check-image {image} --require {fs}"
+    )
+    return rebuild_with(check, check)(params, ctx)
+
+
+UNPACK_FAILED = Rule(
+    id="initramfs-unpack-failed",
+    severity="error",
+    title="the kernel could not unpack the initramfs",
+    matches=(
+        log("Initramfs unpacking failed", r"Initramfs unpacking failed: (?P<reason>.+)"),
+        log("No working init found", r"No working init found"),
+    ),
+    fix=rebuild_with(
+        "# the image is damaged or truncated: check free space (df -h /boot), then rebuild",
+        "# the image is damaged or truncated: check free space (df -h /boot), then rebuild",
+    ),
+)
+
+ROOT_DEVICE_MISSING = Rule(
+    id="root-device-missing",
+    severity="error",
+    title="the root device never appeared",
+    matches=(
+        log("does not exist", r"ALERT!\s+(?P<device>\S+) does not exist\.\s+Dropping to a shell!"),
+        # The collector's own check: initramfs-tools prints its ALERT on the console only.
+        modcheck("rootdev", r"^rootdev (?P<device>\S+) missing$"),
+        log("Gave up waiting for root", r"Gave up waiting for root (?:file system )?device"),
+        log("does not exist", r'dracut Warning: "?(?P<device>/dev/[^" ]+)"? does not exist'),
+        log("Could not boot", r"dracut Warning: Could not boot\."),
+        # dracut with systemd: the root device unit never became ready.
+        log("Initrd Root Device", r"Dependency failed for .*\bInitrd Root Device\b"),
+        log(
+            "Timed out waiting for device",
+            r"Timed out waiting for device \S+\.device(?: - (?P<device>/dev/\S+?))?\.?$",
+            support=True,
+        ),
+        log(
+            "Cannot open root device",
+            r'VFS: Cannot open root device "?(?P<device>[^" ]*)"? or (?P<block>[^:]+): '
+            r"error (?P<err>-?\d+)",
+        ),
+    ),
+    fix=_fix_root_device,
+    from_context=("fs",),
+    caused_by=(
+        # A btrfs device is "ready" for udev and systemd only once btrfs.ko has registered it.
+        Cause("btrfs-crc32c-missing", (("fs", "fs"),)),
+        Cause("initramfs-unpack-failed"),
+        Cause("module-version-mismatch"),
+        Cause("module-unknown-symbol"),
+        Cause("module-missing"),
+    ),
+)
+
+ROOT_MOUNT_FAILED = Rule(
+    id="root-mount-failed",
+    severity="error",
+    title="the root file system could not be mounted",
+    matches=(
+        log("as root file system", r"Failed to mount (?P<device>\S+) as root file system"),
+        log(
+            " failed: ",
+            r"mount: mounting (?P<device>\S+) on (?P<target>/root|/sysroot) failed: (?P<reason>.+)",
+        ),
+        log(
+            "Failed to mount -t",
+            r"Failed to mount -t (?P<fs>\S+) -o \S+ (?P<device>\S+) (?P<target>/sysroot)",
+        ),
+        log("Unable to mount root fs", r"VFS: Unable to mount root fs on (?P<block>\S+)"),
+        log("No filesystem could mount root", r"No filesystem could mount root, tried:"),
+        # dracut with systemd: the unit's failure is on the console, mount's own words in the journal.
+        log("Failed to mount sysroot.mount", r"Failed to mount sysroot\.mount\b"),
+        log(
+            "Initrd Root File System",
+            r"Dependency failed for .*\bInitrd Root File System\b",
+            support=True,
+        ),
+    ),
+    fix=_fix_root_mount,
+    from_context=("fs",),
+    caused_by=(
+        Cause("btrfs-crc32c-missing", (("fs", "fs"),)),
+        Cause("btrfs-csum-unsupported", (("fs", "fs"),)),
+        Cause("fs-module-missing", (("fs", "fs"),)),
+        Cause("module-version-mismatch"),
+        Cause("module-unknown-symbol"),
+        Cause("module-missing"),
+        Cause("root-device-missing"),
+        Cause("initramfs-unpack-failed"),
+    ),
+)

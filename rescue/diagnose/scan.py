@@ -1,0 +1,123 @@
+"""Scanning: every line of the inputs against the rules' needles, then their patterns; what the logs say
+about the system besides failures (the generator in use, the kernel) becomes the fixes' context.
+
+A line is claimed by the first rule that matches it (the order of rules.RULES), so a specific rule comes
+before a general one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rescue.diagnose.findings import GENERATORS, Draft, Evidence
+from rescue.diagnose.inputs import Inputs, clean, messages
+from rescue.diagnose.rules import RULES, Context, Match, Rule
+from rescue.kmod import is_kernel_version, load_symbols
+
+_LINUX_VERSION = re.compile(r"Linux version (\S+)")
+_DRACUT = re.compile(r"\bdracut(?:-|: | Warning:)")
+_INITRAMFS_TOOLS = re.compile(r"^(?:Begin: |Loading, please wait\.\.\.|ALERT!  )")
+
+
+def _needles(source: str) -> re.Pattern[str]:
+    words = sorted({m.needle for r in RULES for m in r.matches if m.source == source})
+    return re.compile("|".join(re.escape(w) for w in words))
+
+
+_NEEDLES = {"log": _needles("log"), "modcheck": _needles("modcheck")}
+
+
+@dataclass
+class Hints:
+    """What the logs say about the system, besides failures: the generator in use and the kernel."""
+
+    dracut: int = 0
+    initramfs_tools: int = 0
+    kernels: dict[str, int] = field(default_factory=dict)
+    cmdline: str = ""
+
+    def see(self, found: list[tuple[str, str]]) -> None:
+        for _, message in found:
+            self.dracut += bool(_DRACUT.search(message))
+            self.initramfs_tools += bool(_INITRAMFS_TOOLS.search(message))
+            m = _LINUX_VERSION.match(message)
+            if m:
+                self.kernels[m.group(1)] = self.kernels.get(m.group(1), 0) + 1
+            if message.startswith("Kernel command line: "):
+                self.cmdline = message[len("Kernel command line: ") :]
+
+
+_HINT_WORDS = re.compile(r"dracut|Begin: |ALERT!|Loading, please wait|Linux version|Kernel command line")
+
+
+def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
+    drafts: dict[tuple[str, tuple[str, ...]], Draft] = {}
+    lines = 0
+    hints = Hints()
+    for source, files in (("log", inputs.logs), ("modcheck", inputs.modcheck)):
+        needles = _NEEDLES[source]
+        rules = [(r, [m for m in r.matches if m.source == source]) for r in RULES]
+        for name, text in files.items():
+            for number, raw in enumerate(text.split("\n"), 1):
+                lines += 1
+                # Colours can sit inside a message (systemd's unit names): look at such lines cleaned.
+                probe = clean(raw) if "\x1b" in raw else raw
+                hint = source == "log" and _HINT_WORDS.search(probe) is not None
+                if not hint and not needles.search(probe):
+                    continue
+                shown = probe if probe is not raw else clean(raw)
+                found = messages(shown) if source == "log" else [(shown, shown)]
+                if hint:
+                    hints.see(found)
+                for piece, message in found:
+                    if needles.search(message):
+                        _match_line(rules, message, Evidence(name, number, piece[:300]), drafts)
+    return list(drafts.values()), lines, hints
+
+
+def _match_line(
+    rules: Iterable[tuple[Rule, list[Match]]],
+    message: str,
+    ev: Evidence,
+    drafts: dict[tuple[str, tuple[str, ...]], Draft],
+) -> None:
+    for rule, matches in rules:
+        for m in matches:
+            if m.needle not in message:
+                continue
+            found = m.regex.search(message)
+            if not found:
+                continue
+            if rule.ignore and rule.ignore.search(message):
+                return  # known harmless: claimed, and nothing to report
+            groups = {**dict(rule.constants), **found.groupdict()}
+            key = (rule.id, tuple(groups.get(g) or "" for g in rule.group_by))
+            drafts.setdefault(key, Draft(rule)).add(ev, groups, m.support, same=message)
+            return  # the first rule that matches claims the line
+
+
+def context(inputs: Inputs, hints: Hints) -> Context:
+    kver = inputs.info.get("KERNEL") or inputs.header.get("kernel")
+    if not kver and hints.kernels:
+        kver = max(hints.kernels, key=lambda k: hints.kernels[k])
+    generator = inputs.info.get("GENERATOR")
+    if generator not in GENERATORS:
+        d, i = hints.dracut, hints.initramfs_tools
+        generator = "dracut" if d > i else "initramfs-tools" if i > d else None
+    return Context(kver=kver, generator=generator, symbol_owner=_symbol_owner(kver))
+
+
+def _symbol_owner(kver: str | None) -> Callable[[str], str | None]:
+    """symbol -> module exporting it, from this host's /lib/modules/KVER/modules.symbols when installed."""
+    table: dict[str, str] | None = None
+
+    def owner(symbol: str) -> str | None:
+        nonlocal table
+        if table is None:
+            table = load_symbols(Path("/lib/modules") / kver) if is_kernel_version(kver) else {}
+        return table.get(symbol)
+
+    return owner

@@ -1,0 +1,252 @@
+"""One connection: bytes in, one Received value out (asyncio's BufferedProtocol).
+
+A 128 KiB buffer per connection keeps 200 senders in a few MiB. The stream is written straight to a
+.partial file while it is hashed; at EOF the connection closes its side at once (busybox nc waits for the
+peer to close) and hands what it received to the server, which finalizes it in a worker. The connection
+never learns what became of it: finalize works on the Received value alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hmac
+import ipaddress
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rescue.capture.manifest import Kind, Status
+from rescue.capture.store import Capture, FileWriter, safe_relpath
+from rescue.listen import wire
+from rescue.units import human_size
+
+if TYPE_CHECKING:
+    from rescue.listen.server import ListenServer
+
+BUFFER = 128 * 1024
+FLUSH_AT = 64 * 1024  # write and hash in chunks of at least this much: busybox nc sends 1 KiB at a time
+SPOOL = "stream.tar"  # a tar (or .gz) stream is spooled whole, then extracted by finalize
+
+
+@dataclass(frozen=True)
+class Received:
+    """What one connection delivered: everything finalize needs, and nothing that points back."""
+
+    capture: Capture
+    peer: str
+    kind: Kind
+    header: dict[str, str]  # the RESCUE/1 fields (the token included: finalize drops it)
+    body_bytes: int
+    sink: FileWriter | None  # the raw file or the tar spool, still open; None when nothing was kept
+    raw_name: str | None  # a raw stream's file name (also a gzip'd file's, kept whole)
+    status: Status
+    reason: str | None
+
+
+def normalize_peer(host: str) -> str:
+    ip = ipaddress.ip_address(host.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+def io_reason(e: OSError) -> str:
+    return "disk full" if e.errno == errno.ENOSPC else f"cannot write: {e.strerror}"
+
+
+class Connection(asyncio.BufferedProtocol):
+    def __init__(self, server: ListenServer) -> None:
+        self.server = server
+        self.settings = server.settings
+        self._buf = bytearray(BUFFER)
+        self._fill = 0
+        self.kind: str | None = None  # header, tar, gzip, raw; with a header: "header+tar" etc.
+        self.header: dict[str, str] | None = None  # the RESCUE/1 fields, once a header line was read
+        self.received = 0  # bytes off the wire, header included
+        self.bytes = 0  # body bytes stored
+        self.started = time.monotonic()
+        self.last_data = self.started
+        self.capture: Capture | None = None
+        self.sink: FileWriter | None = None
+        self.raw_name: str | None = None
+        self.done = False
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+
+    # asyncio callbacks ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = normalize_peer(transport.get_extra_info("peername")[0])
+        reason = self.server.admit(self)
+        if reason:
+            self.done = True
+            transport.abort()
+            self.server.reporter.event(
+                "refused", f"refused {self.peer}: {reason}", peer=self.peer, reason=reason
+            )
+            return
+        self.server.reporter.event("connection", None, peer=self.peer)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self._buf)[self._fill :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.done:
+            return
+        self._fill += nbytes
+        self.received += nbytes
+        self.last_data = time.monotonic()
+        try:
+            if self.kind is None and not self._detect(eof=False):
+                if self._fill == len(self._buf):  # cannot happen with MAX_HEADER < BUFFER; be safe
+                    self._detect(eof=True)
+                return
+            if self._fill >= FLUSH_AT:
+                self._flush()
+        except OSError as e:
+            self._fail_io(e)
+
+    def eof_received(self) -> bool:
+        if self.kind is None and self._fill == 0 and self.header is None:
+            self.done = True  # connected and sent nothing (a port probe): nothing to store
+            return False
+        if not self.done:
+            try:
+                if self.kind is None:
+                    self._detect(eof=True)
+                self._flush()
+            except OSError as e:
+                self._fail_io(e)
+                return False
+            self.finish(Status.COMPLETE, None)
+        return False  # close our side now: busybox nc exits only when we do
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.forget(self)
+        if self.kind is None and self._fill == 0 and self.header is None:
+            self.done = True
+        if not self.done:
+            with contextlib.suppress(OSError):
+                self._flush()
+            reason = f"connection cut: {exc}" if exc else "connection closed before the end of the stream"
+            self.finish(Status.INCOMPLETE, reason)
+
+    # the stream ---------------------------------------------------------------------------------
+
+    def _detect(self, *, eof: bool) -> bool:
+        """Decide the stream kind from the buffered prefix; open the capture and its sink."""
+        prefix = bytes(self._buf[: self._fill])
+        kind = wire.detect_kind(prefix, eof)
+        if kind is None:
+            return False
+        if kind == "header" and self.header is None:
+            line, _, rest = prefix.partition(b"\n")
+            try:
+                self.header = wire.parse_header(line)
+            except wire.HeaderError as e:
+                self._reject(str(e))
+                return True
+            problem = self._check_token()
+            if problem:
+                self._reject(problem)
+                return True
+            self._buf[: len(rest)] = rest
+            self._fill = len(rest)
+            if not rest and not eof:
+                return False  # the body has not started yet
+            return self._detect(eof=eof)
+        if self.settings.token and self.header is None:
+            self._reject("a token is required: send a 'RESCUE/1 token=...' header line first")
+            return True
+        self.kind = kind if self.header is None else f"header+{kind}"
+        self.capture = self.server.store.new_capture(self.peer, time.time())
+        if kind == "raw":
+            self.raw_name = self._raw_name(prefix)
+            self.sink = FileWriter(self.capture.path, self.raw_name)
+        else:
+            self.sink = FileWriter(self.capture.path, SPOOL if kind == "tar" else SPOOL + ".gz")
+        return True
+
+    def _raw_name(self, prefix: bytes) -> str:
+        name = (self.header or {}).get("name")
+        wanted = safe_relpath(name) if name else None
+        if wanted and "/" not in wanted and wanted != SPOOL:
+            return wanted
+        return "dmesg.txt" if wire.looks_like_dmesg(prefix) else "stream.bin"
+
+    def _check_token(self) -> str | None:
+        want = self.settings.token
+        if not want:
+            return None
+        got = (self.header or {}).get("token", "")
+        if not hmac.compare_digest(got.encode(), want.encode()):
+            return "wrong token" if got else "missing token"
+        return None
+
+    def _flush(self) -> None:
+        if self.sink is None or self._fill == 0:
+            return
+        data = memoryview(self._buf)[: self._fill]
+        room = self.settings.max_bytes - self.bytes
+        over = len(data) > room
+        self.sink.write(data[:room] if over else data)
+        self.bytes += min(len(data), room)
+        self._fill = 0
+        if over and not self.done:
+            self.finish(Status.INCOMPLETE, f"stopped at --max-bytes {human_size(self.settings.max_bytes)}")
+
+    def _reject(self, reason: str) -> None:
+        self.capture = self.server.store.new_capture(self.peer, time.time())
+        self.kind = "raw" if self.header is None else "header"
+        self.finish(Status.REJECTED, reason)
+
+    def _fail_io(self, e: OSError) -> None:
+        self.finish(Status.INCOMPLETE, io_reason(e))
+
+    def finish(self, status: Status, reason: str | None) -> None:
+        """Stop receiving (closing the connection if it is still open) and hand a Received to the server."""
+        if self.done:
+            return
+        self.done = True
+        if self.kind is None and self._fill and status is not Status.REJECTED:
+            # Ended before the kind could be told (a short stream cut, or idle): keep the bytes as they are.
+            try:
+                self._detect(eof=True)
+                self._flush()
+            except OSError as e:
+                status, reason = Status.INCOMPLETE, io_reason(e)
+        if self.transport and not self.transport.is_closing() and status is not Status.COMPLETE:
+            self.transport.abort()
+        if self.capture is None or self.kind is None:
+            return  # nothing arrived that could be stored
+        sink, self.sink = self.sink, None  # from here on the file belongs to finalize
+        kind, header = Kind(self.kind), dict(self.header or {})
+        body, name = self.bytes, self.raw_name
+        self.server.finalize(
+            Received(self.capture, self.peer, kind, header, body, sink, name, status, reason)
+        )
+
+    def checkpoint(self, now: float) -> None:
+        """Once a second: put buffered bytes on disk, so a KILL loses at most about a second of data.
+
+        A short stream that went quiet before its kind could be told is taken as raw (a tar sender
+        writes its first 512-byte header block in one go).
+        """
+        if self.done or not self._fill:
+            return
+        try:
+            if self.kind is None:
+                prefix = bytes(self._buf[: min(self._fill, len(wire.HEADER_MAGIC))])
+                if now - self.last_data < 1 or wire.HEADER_MAGIC.startswith(prefix):
+                    return
+                self._detect(eof=True)
+            self._flush()
+        except OSError as e:
+            self._fail_io(e)
+
+    def idle_for(self, now: float) -> float:
+        return now - self.last_data
