@@ -16,14 +16,12 @@ import socket
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from rescue.capture.manifest import Kind, Manifest, read_manifest
 from rescue.errors import RescueError
 from rescue.listen.config import build_settings
+from rescue.listen.wire import GZIP_MAGIC, header_line
 from rescue.tokens import warn_visible_token
-
-MANIFEST = "manifest.json"
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -42,41 +40,20 @@ def parse_target(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def load_manifest(capture: Path) -> tuple[Path, dict[str, Any]]:
-    directory = capture.parent if capture.name == MANIFEST else capture
-    path = directory / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RescueError(f"{directory}: not a capture (no {MANIFEST})") from None
-    except (OSError, ValueError) as e:
-        raise RescueError(f"{path}: unreadable manifest: {e}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
-        raise RescueError(f"{path}: manifest has no file list")
-    return directory, manifest
-
-
-def read_files(directory: Path, manifest: dict[str, Any]) -> list[tuple[str, bytes]]:
+def read_files(directory: Path, manifest: Manifest) -> list[tuple[str, bytes]]:
     files = []
-    for entry in manifest["files"]:
-        name = str(entry.get("name", ""))
+    for entry in manifest.files:
+        name = entry.name
         path = directory / name
         if not name or ".." in Path(name).parts or not path.is_file():
             raise RescueError(f"{directory}: file {name!r} of the manifest is missing")
         data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        if hashlib.sha256(data).hexdigest() != entry.sha256:
             raise RescueError(f"{path}: sha256 differs from the manifest; the capture was changed since")
         files.append((name, data))
     if not files:
         raise RescueError(f"{directory}: the capture holds no files to replay")
     return files
-
-
-def header_line(header: dict[str, Any], token: str | None) -> bytes:
-    fields = {k: str(v).replace(" ", "_") for k, v in header.items() if k != "token"}
-    if token:
-        fields["token"] = token
-    return ("RESCUE/1" + "".join(f" {k}={v}" for k, v in fields.items()) + "\n").encode()
 
 
 def tar_bytes(files: list[tuple[str, bytes]]) -> bytes:
@@ -92,25 +69,24 @@ def tar_bytes(files: list[tuple[str, bytes]]) -> bytes:
 
 def build_replay(capture: Path, token: str | None = None) -> Replay:
     """The bytes to send for a stored capture, in the stream kind it arrived in."""
-    directory, manifest = load_manifest(capture)
+    directory, manifest = read_manifest(capture)
     files = read_files(directory, manifest)
-    kind = str(manifest.get("kind") or "raw")
-    body_kind = kind.removeprefix("header+")
-    if body_kind == "raw":
+    kind = manifest.kind or Kind.RAW
+    if kind.body == "raw":
         if len(files) != 1:
             raise RescueError(f"{directory}: a raw capture with {len(files)} files")
         body = files[0][1]
-    elif body_kind == "gzip" and len(files) == 1 and files[0][1].startswith(GZIP_MAGIC):
+    elif kind.body == "gzip" and len(files) == 1 and files[0][1].startswith(GZIP_MAGIC):
         body = files[0][1]  # a gzip'd file that held no tar was stored as it came
-    elif body_kind == "gzip":
+    elif kind.body in ("gzip", "tar.gz"):
         body = gzip.compress(tar_bytes(files), mtime=0)
-    elif body_kind == "tar":
+    elif kind.body == "tar":
         body = tar_bytes(files)
     else:
-        raise RescueError(f"{directory}: unknown stream kind {kind!r} in the manifest")
-    header = manifest.get("header") or {}
-    head = header_line(header, token) if kind.startswith("header+") or token else b""
-    return Replay(kind, files, head + body)
+        raise RescueError(f"{directory}: a {kind} capture has no body to replay")
+    with_header = kind.value.startswith("header+") or token
+    head = header_line(manifest.header, token) if with_header else b""
+    return Replay(str(kind), files, head + body)
 
 
 def send(stream: bytes, host: str, port: int, timeout: float = 30) -> None:

@@ -17,7 +17,7 @@ import pytest
 from rescue.diagnose.analyze import analyze_path
 from rescue.diagnose.rules import RULE_IDS
 from rescue.errors import RescueError
-from rescue.listen.replay import build_replay, parse_target
+from rescue.listen.replay import build_replay, parse_target, tar_bytes
 from tests.conftest import REPO, Listener
 
 CAPTURES = sorted(p for p in (REPO / "tests" / "captures").iterdir() if (p / "manifest.json").is_file())
@@ -141,3 +141,23 @@ def test_replay_to_a_listener_that_wants_a_token(tmp_path: Path) -> None:
         assert (Path(event["path"]) / "dmesg.txt").read_bytes() == (capture / "dmesg.txt").read_bytes()
     finally:
         lst.stop()
+
+
+def test_a_gzipped_tar_capture_replays_as_one(tmp_path: Path, busybox: str) -> None:
+    lst = Listener(tmp_path / "captures")
+    files = [("dmesg.txt", b"[    2.1] btrfs: Unknown symbol crc32c (err -2)\n"), ("info.txt", b"KERNEL=x\n")]
+    body = gzip.compress(tar_bytes(files), mtime=0)
+    sent = subprocess.run(
+        [busybox, "nc", "127.0.0.1", str(lst.port)], input=body, capture_output=True, timeout=30
+    )
+    assert sent.returncode == 0
+    first = lst.wait_for("capture")
+    assert (first["status"], first["kind"]) == ("complete", "tar.gz")
+    replay = build_replay(Path(first["path"]))
+    assert replay.kind == "tar.gz" and gzip.decompress(replay.stream) == tar_bytes(files)
+    assert rescue("replay", first["path"], "--to", f"127.0.0.1:{lst.port}").returncode == 0
+    again = lst.wait_for("capture")
+    assert (again["status"], again["kind"], again["findings"]) == ("complete", "tar.gz", first["findings"])
+    original = json.loads((Path(first["path"]) / "manifest.json").read_text())
+    replayed = json.loads((Path(again["path"]) / "manifest.json").read_text())
+    assert file_hashes(replayed) == file_hashes(original)
