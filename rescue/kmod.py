@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeGuard
+from typing import Any, Protocol, TypeGuard
 
 _KO_SUFFIX = re.compile(r"\.ko(\.(xz|zst|gz))?$")
 
@@ -37,21 +37,82 @@ def _glob(pattern: str) -> Callable[[str], bool]:
     return lambda name: fnmatch.fnmatchcase(name, pattern)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Need:
-    """One module a root module needs; satisfied when any of `providers` is built in or present."""
+    """One module the roots need, and whether (and how) it is satisfied."""
 
     name: str  # as asked for: a module name or an alias such as crypto-crc32c
-    required_by: str | None  # the module that asked for it (None for a root)
     kind: str  # "root", "dep" or "softdep"
-    providers: tuple[str, ...]  # module names that satisfy it (several for an alias)
+    parent: str | None  # the module that asked for it (None for a root)
+    providers: tuple[str, ...] = ()  # module names that satisfy it (several for an alias)
+    status: str = "missing"  # in-image | builtin | missing
+    provider: str | None = None  # the provider present, else the one module it would be
+    witnesses: list[str] = field(default_factory=list)  # which metadata said the parent needs it
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "parent": self.parent,
+            "status": self.status,
+            "provider": self.provider,
+            "witnesses": self.witnesses,
+        }
+
+
+class ModuleSource(Protocol):
+    """What a closure walk asks of a kernel's module metadata (ModuleDB, or check-image's image+host)."""
+
+    def resolve(self, name: str) -> tuple[str, ...]: ...
+
+    def where(self, module: str) -> str | None: ...  # "in-image", "builtin", or None when absent
+
+    def deps(self, module: str) -> dict[str, list[str]]: ...  # hard deps -> the witnesses naming them
+
+    def softdeps(self, module: str) -> dict[str, list[str]]: ...
+
+
+def closure(source: ModuleSource, roots: Iterable[str], *, softdeps: bool = True) -> list[Need]:
+    """Every module the roots need, roots first, breadth-first, each name once (its witnesses merged)."""
+    needs: dict[str, Need] = {}
+    queue: list[tuple[str, str, str | None, list[str]]] = [(r, "root", None, []) for r in roots]
+    while queue:
+        name, kind, parent, witnesses = queue.pop(0)
+        if name in needs:
+            seen = needs[name].witnesses
+            seen.extend(w for w in witnesses if w not in seen)
+            continue
+        providers = source.resolve(name) or (module_name(name),)
+        need = Need(name, kind, parent, providers, witnesses=list(witnesses))
+        present = [(p, where) for p in providers if (where := source.where(p))]
+        if present:
+            need.provider, need.status = present[0]
+        elif len(providers) == 1:
+            need.provider = providers[0]
+        needs[name] = need
+        # Follow what the present providers need (of a missing module, its own needs: to name them all).
+        for mod in [p for p, _ in present] or list(providers[:1]):
+            queue.extend((dep, "dep", mod, ws) for dep, ws in source.deps(mod).items())
+            if softdeps:
+                queue.extend((soft, "softdep", mod, ws) for soft, ws in source.softdeps(mod).items())
+    return list(needs.values())
+
+
+# ModuleDB.parse's arguments -> the files of a modules directory they come from.
+METADATA = {
+    "dep": "modules.dep",
+    "softdep": "modules.softdep",
+    "alias": "modules.alias",
+    "builtin": "modules.builtin",
+    "builtin_modinfo": "modules.builtin.modinfo",
+}
 
 
 @dataclass
 class ModuleDB:
     paths: dict[str, str] = field(default_factory=dict)  # module -> path relative to the modules dir
-    deps: dict[str, list[str]] = field(default_factory=dict)  # module -> hard deps (module names)
-    softdeps: dict[str, list[str]] = field(default_factory=dict)  # module -> pre and post (names/aliases)
+    deps_of: dict[str, list[str]] = field(default_factory=dict)  # module -> hard deps (module names)
+    softdeps_of: dict[str, list[str]] = field(default_factory=dict)  # module -> pre and post (names/aliases)
     aliases: list[tuple[str, str]] = field(default_factory=list)  # (pattern, module)
     builtin: set[str] = field(default_factory=set)
 
@@ -63,13 +124,12 @@ class ModuleDB:
             p = moddir / name
             return p.read_text(errors="replace") if p.is_file() else ""
 
-        return cls.parse(
-            dep=text("modules.dep"),
-            softdep=text("modules.softdep"),
-            alias=text("modules.alias"),
-            builtin=text("modules.builtin"),
-            builtin_modinfo=text("modules.builtin.modinfo"),
-        )
+        return cls.read(text)
+
+    @classmethod
+    def read(cls, text: Callable[[str], str]) -> ModuleDB:
+        """From a reader of the metadata files by name (a directory's, or an image's)."""
+        return cls.parse(**{key: text(name) for key, name in METADATA.items()})
 
     @classmethod
     def parse(
@@ -88,11 +148,11 @@ class ModuleDB:
                 continue
             name = module_name(path.strip())
             db.paths[name] = path.strip()
-            db.deps[name] = [module_name(d) for d in rest.split()]
+            db.deps_of[name] = [module_name(d) for d in rest.split()]
         for line in softdep.splitlines():
             words = line.split()
             if len(words) >= 3 and words[0] == "softdep":
-                db.softdeps.setdefault(module_name(words[1]), []).extend(
+                db.softdeps_of.setdefault(module_name(words[1]), []).extend(
                     w for w in words[2:] if w not in ("pre:", "post:")
                 )
         for line in alias.splitlines():
@@ -123,35 +183,20 @@ class ModuleDB:
                 found.append(target)
         return tuple(found)
 
-    def present(self, module: str) -> bool:
-        return module in self.paths or module in self.builtin
+    def where(self, module: str) -> str | None:
+        return "in-image" if module in self.paths else "builtin" if module in self.builtin else None
 
-    def closure(self, roots: Iterable[str], *, softdeps: bool = True) -> list[Need]:
-        """Every module the roots need, roots first, breadth-first, each name once."""
-        needs: list[Need] = []
-        seen: set[str] = set()
-        queue: list[tuple[str, str | None, str]] = [(r, None, "root") for r in roots]
-        while queue:
-            name, parent, kind = queue.pop(0)
-            if name in seen:
-                continue
-            seen.add(name)
-            providers = self.resolve(name)
-            needs.append(Need(name, parent, kind, providers))
-            for mod in providers:
-                # Of several providers of an alias, following the present ones is enough.
-                if len(providers) > 1 and not self.present(mod):
-                    continue
-                queue.extend((d, mod, "dep") for d in self.deps.get(mod, []))
-                if softdeps:
-                    queue.extend((s, mod, "softdep") for s in self.softdeps.get(mod, []))
-        return needs
+    def deps(self, module: str) -> dict[str, list[str]]:
+        return {d: ["modules.dep"] for d in self.deps_of.get(module, [])}
+
+    def softdeps(self, module: str) -> dict[str, list[str]]:
+        return {s: ["modules.softdep"] for s in self.softdeps_of.get(module, [])}
 
     def closure_paths(self, roots: Iterable[str], leave_out: Iterable[str] = ()) -> list[str]:
         """Paths (relative to the modules dir) of the roots' closure, without the left-out modules."""
         drop = {module_name(m) for m in leave_out}
         paths: list[str] = []
-        for need in self.closure(roots):
+        for need in closure(self, roots):
             for mod in need.providers:
                 if mod in self.paths and mod not in drop and self.paths[mod] not in paths:
                     paths.append(self.paths[mod])

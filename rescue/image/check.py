@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from rescue.diagnose.rules import Context
 from rescue.errors import RescueError
 from rescue.image.elf import KernelModule, read_module, unpack_ko
 from rescue.image.initrd import MAX_UNPACKED, Initrd, module_dirs, read_initrd
-from rescue.kmod import ModuleDB, is_kernel_version, load_symbols, module_name
+from rescue.kmod import ModuleDB, Need, closure, is_kernel_version, load_symbols, module_name
 from rescue.units import human_size, parse_size
 
 HOST_MODULES = Path("/lib/modules")
@@ -57,26 +57,6 @@ _CRC32C = {
 
 
 @dataclass
-class Need:
-    name: str  # a module name or an alias (crypto-crc32c)
-    kind: str  # root | dep | softdep (a dep found through a symbol says so in witnesses)
-    parent: str | None
-    status: str = "missing"  # in-image | builtin | missing
-    provider: str | None = None
-    witnesses: list[str] = field(default_factory=list)  # which metadata said the parent needs it
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "parent": self.parent,
-            "status": self.status,
-            "provider": self.provider,
-            "witnesses": self.witnesses,
-        }
-
-
-@dataclass
 class _Knowledge:
     """Everything known about one kernel's modules, from the image and (when installed) the host."""
 
@@ -87,6 +67,7 @@ class _Knowledge:
     host_symbols: dict[str, str]
     image_files: dict[str, str] = field(default_factory=dict)  # module -> path inside the image
     _elf: dict[str, KernelModule | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what could not be read, for the report
 
     @property
     def builtin(self) -> set[str]:
@@ -95,8 +76,8 @@ class _Knowledge:
     def in_image(self, module: str) -> bool:
         return module in self.image_files
 
-    def present(self, module: str) -> bool:
-        return self.in_image(module) or module in self.builtin
+    def where(self, module: str) -> str | None:
+        return "in-image" if self.in_image(module) else "builtin" if module in self.builtin else None
 
     def resolve(self, name: str) -> tuple[str, ...]:
         found = list(self.image_db.resolve(name))
@@ -114,8 +95,9 @@ class _Knowledge:
             if path:
                 try:
                     km = read_module(unpack_ko(path, self.image.read(path)))
-                except RescueError:
-                    km = None
+                except RescueError as e:
+                    # Its .modinfo and symbols cannot witness anything: say so rather than check less quietly.
+                    self.notes.append(f"{path}: unreadable module ({e}); its own dependencies were not read")
             self._elf[module] = km
         return self._elf[module]
 
@@ -123,8 +105,8 @@ class _Knowledge:
         """Hard dependencies of a module -> which witnesses name them."""
         out: dict[str, list[str]] = {}
         for witness, names in (
-            ("image modules.dep", self.image_db.deps.get(module, [])),
-            ("host modules.dep", self.host_db.deps.get(module, []) if self.host_db else []),
+            ("image modules.dep", self.image_db.deps_of.get(module, [])),
+            ("host modules.dep", self.host_db.deps_of.get(module, []) if self.host_db else []),
             (f"{module}.ko modinfo", [module_name(d) for d in (self.elf(module) or KernelModule()).depends]),
         ):
             for n in names:
@@ -143,8 +125,8 @@ class _Knowledge:
         modinfo = (self.elf(module) or KernelModule()).modinfo.get("softdep", [])
         from_modinfo = [w for v in modinfo for w in v.split() if w not in ("pre:", "post:")]
         for witness, names in (
-            ("image modules.softdep", self.image_db.softdeps.get(module, [])),
-            ("host modules.softdep", self.host_db.softdeps.get(module, []) if self.host_db else []),
+            ("image modules.softdep", self.image_db.softdeps_of.get(module, [])),
+            ("host modules.softdep", self.host_db.softdeps_of.get(module, []) if self.host_db else []),
             (f"{module}.ko modinfo", from_modinfo),
         ):
             for n in names:
@@ -174,13 +156,7 @@ def _image_db(image: Initrd, moddir: str | None) -> tuple[ModuleDB, dict[str, st
             raise RescueError(f"{image.path}: {path} holds {size:,} bytes; refusing (real ones: a few MB)")
         return image.read_text(path)
 
-    db = ModuleDB.parse(
-        dep=text("modules.dep"),
-        softdep=text("modules.softdep"),
-        alias=text("modules.alias"),
-        builtin=text("modules.builtin"),
-        builtin_modinfo=text("modules.builtin.modinfo"),
-    )
+    db = ModuleDB.read(text)
     prefix = moddir + "/"
     files = {
         module_name(n): n for n in image.names() if n.startswith(prefix) and re.search(r"\.ko(\.\w+)?$", n)
@@ -211,38 +187,6 @@ def _root_name(k: _Knowledge, name: str) -> str:
     if not k.resolve(name) and k.resolve(f"fs-{name}"):
         return f"fs-{name}"
     return name
-
-
-def closure(k: _Knowledge, roots: Sequence[str]) -> list[Need]:
-    needs: list[Need] = []
-    seen: dict[str, Need] = {}
-    queue: list[tuple[str, str, str | None, list[str]]] = [
-        (_root_name(k, r), "root", None, []) for r in roots
-    ]
-    while queue:
-        name, kind, parent, witnesses = queue.pop(0)
-        if name in seen:
-            for w in witnesses:
-                if w not in seen[name].witnesses:
-                    seen[name].witnesses.append(w)
-            continue
-        providers = k.resolve(name) or (module_name(name),)
-        need = Need(name, kind, parent, witnesses=list(witnesses))
-        present = [p for p in providers if k.present(p)]
-        if present:
-            need.provider = present[0]
-            need.status = "in-image" if k.in_image(present[0]) else "builtin"
-        else:
-            need.provider = providers[0] if len(providers) == 1 else None
-        seen[name] = need
-        needs.append(need)
-        # Follow what the present providers need (or the missing module's own needs, to name them all).
-        for mod in present or providers[:1]:
-            for dep, ws in k.deps(mod).items():
-                queue.append((dep, "dep", mod, ws))
-            for soft, ws in k.softdeps(mod).items():
-                queue.append((soft, "softdep", mod, ws))
-    return needs
 
 
 def _evidence(image_path: str, need: Need) -> Evidence:
@@ -326,7 +270,7 @@ def check_image(
         unknown = [r for r in roots if not k.resolve(r) and not k.resolve(f"fs-{r}")]
         if unknown:
             raise RescueError(f"no module or file system called {', '.join(unknown)} in kernel {kver}")
-    needs = closure(k, roots)
+    needs = closure(k, [_root_name(k, r) for r in roots])
     generator = _generator(image)
     ctx = Context(kver=kver, generator=generator, symbol_owner=k.symbol_owner)
     findings = findings_for(str(path), needs, ctx)
@@ -380,6 +324,7 @@ def check_image(
         generator=generator,
         tool="check-image",
         files=[str(path)],
+        notes=k.notes,
         extra=extra,
     )
 

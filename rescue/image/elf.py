@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass, field
 
 from rescue.errors import RescueError
-from rescue.image.initrd import Compression, unpack
+from rescue.image.compression import Compression, unpack
 
 _SHT_SYMTAB = 2
 _STB_GLOBAL = 1

@@ -36,7 +36,7 @@ BTRFS_DEPS = [
 ]  # fmt: skip
 
 
-def _image(tmp_path: Path, modules: Sequence[str], name: str = "test.img") -> Path:
+def _image(tmp_path: Path, modules: Sequence[str], name: str = "test.img", corrupt: str = "") -> Path:
     """A gzip'd newc image with these modules under usr/lib/modules/KVER and depmod's metadata for them."""
     require((HOST / "modules.dep").is_file(), f"kernel {KVER} modules are not installed")
     require(shutil.which("depmod") is not None, "kmod (depmod) is not installed")
@@ -45,6 +45,9 @@ def _image(tmp_path: Path, modules: Sequence[str], name: str = "test.img") -> Pa
     for rel in modules:
         (moddir / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(HOST / rel, moddir / rel)
+    for rel in modules:
+        if corrupt and corrupt in rel:  # a module damaged in the image, after depmod listed it
+            (moddir / rel).write_bytes(b"\x7fELF" + b"\0" * 60)
     for meta in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
         shutil.copy(HOST / meta, moddir / meta)
     (root / "lib").symlink_to("usr/lib")
@@ -161,3 +164,9 @@ def test_default_requirement_is_the_root_file_system(tmp_path: Path) -> None:
     fstab.write_text("# UNCONFIGURED FSTAB FOR BASE SYSTEM\n")
     assert checkimage.default_roots(mounts, fstab) == ["btrfs"]
     assert checkimage.default_roots(tmp_path / "none", tmp_path / "none") == ["btrfs"]
+
+
+def test_a_corrupt_module_is_named_not_passed_over(tmp_path: Path) -> None:
+    report = check_image(_image(tmp_path, BTRFS_DEPS, corrupt="/btrfs.ko"), require=["btrfs"])
+    assert any("btrfs.ko" in n and "unreadable module" in n for n in report.notes), report.notes
+    assert "unreadable module" in report.render()

@@ -17,8 +17,9 @@ import pytest
 
 from rescue.errors import RescueError
 from rescue.image import initrd
+from rescue.image.compression import Compression
 from rescue.image.cpio import CpioEntry, write_newc
-from rescue.image.initrd import Compression, module_dirs, parse_initrd, read_initrd
+from rescue.image.initrd import module_dirs, parse_initrd, read_initrd
 from rescue.run import run
 from tests.conftest import require
 
