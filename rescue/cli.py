@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import sys
 from collections.abc import Sequence
 
 from rescue import __version__
-from rescue.errors import EXIT_INTERNAL, EXIT_USAGE, RescueError, os_error, printable
+from rescue.errors import EXIT_INTERNAL, EXIT_IOERR, EXIT_USAGE, RescueError, os_error, printable
 
-# Sub-command -> the module whose register(subparsers) adds it and sets `func` (a callable taking the
-# parsed namespace and returning the exit code). Only the module of the command given is imported:
-# `check-image` need not pay for asyncio, nor `listen` for the decompressors.
+# Sub-command -> the module whose register(subparsers) adds it and sets `func`, a
+# `command(args: argparse.Namespace) -> int` of that module (hooks: one per sub-sub-command). Only the
+# module of the command given is imported: `check-image` need not pay for asyncio, nor `listen` for the
+# decompressors.
 COMMANDS = {
     "listen": "rescue.listen.server",
     "analyze": "rescue.diagnose.analyze",
     "check-image": "rescue.image.check",
-    "hooks": "rescue.hooks.install",
+    "hooks": "rescue.hooks.command",
     "replay": "rescue.listen.replay",
+}
+
+
+_INPUT_ERRNOS = {
+    errno.ENOENT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.ENAMETOOLONG,
+    errno.ELOOP,
+    errno.EEXIST,
+    errno.EINVAL,
 }
 
 
@@ -61,8 +76,10 @@ def _fail(e: Exception, *, as_json: bool = False) -> int:
     on stdout, so that a script reading stdout never gets an empty answer."""
     if isinstance(e, RescueError):
         message, code = str(e), e.exit_code
-    elif isinstance(e, OSError):  # a path the user gave that cannot be read or written
-        message, code = str(os_error(e)), EXIT_USAGE
+    elif isinstance(e, OSError):
+        # A path the user named that is not there or not theirs is bad input; a disk that fails
+        # (EIO, ENOSPC, a read-only file system) is not the user's doing, and says so with its own code.
+        message, code = str(os_error(e)), EXIT_USAGE if e.errno in _INPUT_ERRNOS else EXIT_IOERR
     else:
         message, code = f"internal error: {type(e).__name__}: {e} (--debug shows where)", EXIT_INTERNAL
     print(f"rescue: {printable(message)}", file=sys.stderr)

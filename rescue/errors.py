@@ -7,6 +7,7 @@ import re
 EXIT_OK = 0
 EXIT_FINDINGS = 1  # analysis found an error-severity problem
 EXIT_USAGE = 2  # bad arguments or bad input
+EXIT_IOERR = 74  # the disk or the system failed us (sysexits' EX_IOERR): EIO, ENOSPC, EROFS
 EXIT_INTERNAL = 70  # a bug in rescue (sysexits' EX_SOFTWARE): one line, the traceback with --debug
 
 # C0 controls but tab, DEL, C1 controls: what could break a line or drive the terminal (escape sequences).

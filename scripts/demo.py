@@ -18,7 +18,8 @@ sys.path.insert(0, str(REPO))
 
 from rescue.errors import RescueError  # noqa: E402
 from rescue.harness.kernel import host_kernel  # noqa: E402
-from rescue.harness.scenarios import Harness, ListenerProcess  # noqa: E402
+from rescue.harness.listener_process import ListenerProcess  # noqa: E402
+from rescue.harness.scenarios import Harness  # noqa: E402
 
 WANTED = "btrfs-crc32c-missing"
 

@@ -17,7 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rescue.harness.scenarios import BootResult, Harness, ListenerProcess  # noqa: E402
+from rescue.harness.listener_process import ListenerProcess  # noqa: E402
+from rescue.harness.scenarios import BootResult, Harness  # noqa: E402
 
 OUT = REPO / "tests" / "captures"
 

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from rescue.deadline import Deadline
 from tests.conftest import BUSYBOX, Listener, nc_send
 
 SIZE = 512 << 20
@@ -27,9 +28,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_listening(port: int, deadline: float) -> None:
+def _wait_listening(port: int, deadline: Deadline) -> None:
     """Wait for a LISTEN socket on port without connecting to it (socat -u serves one connection only)."""
-    while time.monotonic() < deadline:
+    while not deadline.expired:
         for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
             local, state = line.split()[1], line.split()[3]
             if state == "0A" and int(local.split(":")[1], 16) == port:
@@ -49,7 +50,7 @@ def via_socat(kind: str, src: Path, work: Path) -> float:
     port = _free_port()
     out = work / "socat.out"
     recv = subprocess.Popen(["socat", "-u", f"TCP-LISTEN:{port},reuseaddr", f"OPEN:{out},creat,trunc"])
-    _wait_listening(port, time.monotonic() + 10)
+    _wait_listening(port, Deadline(10))
     t0 = time.perf_counter()
     subprocess.run(_sender(kind, port, src), check=True, timeout=300)
     recv.wait(timeout=300)

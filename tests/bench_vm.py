@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rescue.harness.listener_process import ListenerProcess
 from rescue.harness.qemu import qemu_argv
-from rescue.harness.scenarios import BootResult, Harness, ListenerProcess
+from rescue.harness.scenarios import BootResult, Harness
 
 
 def boot_to_diagnosis(listener: ListenerProcess, run: Callable[[int], BootResult]) -> float:

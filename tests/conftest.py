@@ -12,7 +12,8 @@ from typing import ClassVar
 
 import pytest
 
-from rescue.harness.scenarios import ListenerProcess
+from rescue.deadline import Deadline
+from rescue.harness.listener_process import ListenerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 BUSYBOX = shutil.which("busybox", path="/bin:/usr/bin") or "/bin/busybox"
@@ -29,9 +30,9 @@ def require(condition: bool, reason: str) -> None:
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll a condition under one deadline (for what has no event to wait on)."""
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     while not condition():
-        if time.monotonic() > deadline:
+        if deadline.expired:
             raise TimeoutError(f"{what}: not within {timeout}s")
         time.sleep(0.02)
 

@@ -6,8 +6,8 @@ its cause, not as a second root cause) -> report.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Any
 
 from rescue.capture.manifest import Manifest
 from rescue.diagnose.findings import build_findings
@@ -50,14 +50,14 @@ def analyze_text(text: str, name: str = "dmesg.txt") -> Report:
 # CLI ----------------------------------------------------------------------------------------------
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("analyze", help="diagnose a failed boot from a capture, a dmesg file or a console log")
     p.add_argument("path", type=Path, help="capture directory, dmesg file or serial console log")
     p.add_argument("--json", action="store_true", help="print the report as one JSON document")
-    p.set_defaults(func=main)
+    p.set_defaults(func=command)
 
 
-def main(args: Any) -> int:
+def command(args: argparse.Namespace) -> int:
     report = analyze_path(args.path)
     emit(report, as_json=args.json)
     return 1 if report.has_errors else 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, TextIO
 
 import pexpect
 
+from rescue.deadline import Deadline
 from rescue.errors import RescueError
 
 LOG_TAIL_LINES = 40
@@ -92,11 +92,11 @@ class Console:
         One deadline for the whole wait. With nudge_idle, a newline is sent each time the console has been
         quiet that long (a prompt printed before we started listening shows up again).
         """
-        deadline = time.monotonic() + timeout
+        deadline = Deadline(timeout)
         want = [*patterns, pexpect.EOF, pexpect.TIMEOUT]
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            left = deadline.remaining
+            if deadline.expired:
                 raise self.fail(f"timed out after {timeout:g}s waiting for {_describe(patterns)}")
             step = min(left, nudge_idle) if nudge_idle else left
             seen = self._tee.buffer.tell()

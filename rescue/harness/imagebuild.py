@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rescue.errors import RescueError
-from rescue.hooks.install import DRACUT_NAME, Config, Flavor, render
+from rescue.hooks.render import DRACUT_NAME, Config, Flavor, render
 from rescue.run import run
 
 SYSTEM_CONFDIR = Path("/etc/initramfs-tools")

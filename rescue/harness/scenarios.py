@@ -8,18 +8,14 @@ lines starting with "rescue-test: "; the verdict is those lines plus what the li
 from __future__ import annotations
 
 import importlib
-import json
-import queue
 import re
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rescue.deadline import Deadline
 from rescue.errors import RescueError
 from rescue.harness.console import Console
 from rescue.harness.kernel import Kernel, host_kernel
@@ -158,11 +154,11 @@ class Harness:
         spec = self.spec(self.initrd("plain", collector=False), "rescue.test=shell")
         log_path = self.workdir / f"{log_name}.console.log"
         start = time.monotonic()
-        deadline = start + timeout
+        deadline = Deadline(timeout)
         commands: list[tuple[str, str, int]] = []
 
         def left() -> float:
-            return max(1.0, deadline - time.monotonic())
+            return max(1.0, deadline.remaining)
 
         with boot(spec, log_path=log_path) as console:
             console.setup_shell(SHELL_PROMPT, left())
@@ -290,106 +286,4 @@ class Harness:
         )
 
 
-class ListenerProcess:
-    """A real `rescue listen --json` process, port chosen by the OS, read through its events.
-
-    Used by the tests, `make demo`, the benchmarks and the capture recorder alike.
-    """
-
-    def __init__(
-        self,
-        directory: Path,
-        *extra: str,
-        bind: str = "127.0.0.1",
-        wrap: Sequence[str] = (),
-        pass_fds: Sequence[int] = (),
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.dir = directory
-        argv = [
-            *wrap,
-            sys.executable,
-            "-m",
-            "rescue",
-            "listen",
-            "--bind",
-            bind,
-            "--port",
-            "0",
-            "--dir",
-            str(directory),
-            "--json",
-            *extra,
-        ]
-        # The human side (stderr with --json) goes to a file: a pipe nobody reads could fill up and stall it.
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        self.stderr_path = directory.parent / f"listener-{id(self)}.stderr"
-        self._stderr = self.stderr_path.open("w")
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=self._stderr, text=True, pass_fds=pass_fds, env=env
-        )
-        self.events: list[dict[str, Any]] = []  # every event seen so far, in order
-        # A thread reads the events: select() on a buffered pipe misses lines that arrived in one read.
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        try:
-            self.port = int(self.wait_for("listening", 20)["port"])
-        except RescueError:
-            self.stop()
-            raise
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            event["received_at"] = time.monotonic()  # for the benchmarks: when the host knew it
-            self._queue.put(event)
-        self._queue.put(None)
-
-    def next_event(self, timeout: float = 30) -> dict[str, Any]:
-        try:
-            event = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise RescueError(f"no event from the listener in {timeout:.0f}s; {self.stderr_now()}") from None
-        if event is None:
-            self._queue.put(None)
-            raise RescueError(f"the listener exited ({self.proc.poll()}): {self.stderr_now()}")
-        self.events.append(event)
-        return event
-
-    def wait_for(self, kind: str, timeout: float = 30) -> dict[str, Any]:
-        """The next event of this kind (the others are kept in self.events)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.next_event(max(0.01, deadline - time.monotonic()))
-            if event.get("event") == kind:
-                return event
-
-    def captures(self, count: int, timeout: float = 60) -> list[dict[str, Any]]:
-        return [self.wait_for("capture", timeout) for _ in range(count)]
-
-    def stderr_now(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            return self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-        finally:
-            self._stderr.close()
-
-    def __enter__(self) -> ListenerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-__all__ = ["BootResult", "Console", "Harness", "ListenerProcess", "markers_in"]
+__all__ = ["BootResult", "Console", "Harness", "markers_in"]

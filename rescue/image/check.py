@@ -17,7 +17,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rescue.diagnose import rules
 from rescue.diagnose.findings import Draft, Evidence, Finding, build_findings
@@ -329,7 +328,7 @@ def check_image(
     )
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("check-image", help="check that an initramfs holds what the root file system needs")
     p.add_argument("initrd", type=Path, help="initramfs image, e.g. /boot/initrd.img-$(uname -r)")
     p.add_argument(
@@ -348,7 +347,7 @@ def register(sub: Any) -> None:
         help="refuse an image that unpacks to more (default 1G; it is held in memory)",
     )
     p.add_argument("--json", action="store_true", help="print the report as one JSON document")
-    p.set_defaults(func=main)
+    p.set_defaults(func=command)
 
 
 def _size(text: str) -> int:
@@ -358,7 +357,7 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def main(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace) -> int:
     report = check_image(
         args.initrd, require=args.require, kernel_version=args.kernel_version, max_unpacked=args.max_unpacked
     )

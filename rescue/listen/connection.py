@@ -85,11 +85,11 @@ class Connection(asyncio.BufferedProtocol):
         if reason:
             self.done = True
             transport.abort()
-            self.server.reporter.event(
+            self.server.events.event(
                 "refused", f"refused {self.peer}: {reason}", peer=self.peer, reason=reason
             )
             return
-        self.server.reporter.event("connection", None, peer=self.peer)
+        self.server.events.event("connection", None, peer=self.peer)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return memoryview(self._buf)[self._fill :]

@@ -14,7 +14,7 @@ from rescue.units import human_size
 PLAIN_PROGRESS_EVERY = 10.0  # seconds between progress lines when the output is not a terminal
 
 
-class Reporter:
+class Events:
     def __init__(self, *, json_events: bool, log: Path | None) -> None:
         self.json_events = json_events
         self.out: TextIO = sys.stdout

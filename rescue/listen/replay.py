@@ -101,7 +101,7 @@ def send(stream: bytes, host: str, port: int, timeout: float = 30) -> None:
         raise RescueError(f"cannot send to {host}:{port}: {e.strerror or e}") from None
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace) -> int:
     host, port = parse_target(args.to)
     if args.token:
         warn_visible_token()
@@ -131,4 +131,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--token", help="the same, given on the command line (visible in ps: prefer --token-file)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
     p.add_argument("--timeout", type=float, default=30, help="seconds to connect and deliver (default 30)")
-    p.set_defaults(func=cmd_replay)
+    p.set_defaults(func=command)

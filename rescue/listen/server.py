@@ -19,11 +19,12 @@ from typing import Any
 
 from rescue.capture.manifest import Status
 from rescue.capture.store import Capture, Store
+from rescue.deadline import Deadline
 from rescue.errors import RescueError
 from rescue.listen import netinfo
 from rescue.listen.config import Settings, build_settings
 from rescue.listen.connection import Connection, Received
-from rescue.listen.events import Reporter, capture_summary
+from rescue.listen.events import Events, capture_summary
 from rescue.listen.finalize import finalize
 from rescue.tokens import warn_visible_token
 from rescue.units import human_size
@@ -32,10 +33,10 @@ BACKLOG = 512  # 200 simultaneous senders must not see resets
 
 
 class ListenServer:
-    def __init__(self, settings: Settings, reporter: Reporter, cli: dict[str, Any]) -> None:
+    def __init__(self, settings: Settings, events: Events, cli: dict[str, Any]) -> None:
         self.settings = settings
         self._cli = cli  # the flags given on the command line, re-applied over the config file on reload
-        self.reporter = reporter
+        self.events = events
         self.store = Store(settings.dir)
         self.connections: set[Connection] = set()
         self.pending: set[asyncio.Future[Capture]] = set()
@@ -69,7 +70,7 @@ class ListenServer:
         peer = received.peer
         exc = fut.exception()
         if exc is not None:
-            self.reporter.event(
+            self.events.event(
                 "error", f"error finishing a capture from {peer}: {exc}", peer=peer, error=str(exc)
             )
             if self.settings.debug:
@@ -80,8 +81,8 @@ class ListenServer:
         self.stats[m.status] = self.stats.get(m.status, 0) + 1
         self.stats["bytes"] += received.body_bytes
         analysis = m.analysis or {}
-        self.reporter.end_progress()
-        self.reporter.event(
+        self.events.end_progress()
+        self.events.event(
             "capture",
             capture_summary(cap.path, m, self.settings.dir),
             path=str(cap.path),
@@ -102,11 +103,9 @@ class ListenServer:
         self.store.check_writable()
         for path, problem in self.store.recover():
             if problem:
-                self.reporter.event(
-                    "error", f"cannot recover {path}: {problem}", path=str(path), error=problem
-                )
+                self.events.event("error", f"cannot recover {path}: {problem}", path=str(path), error=problem)
             else:
-                self.reporter.event(
+                self.events.event(
                     "recovered", f"marked {path} incomplete (the listener stopped during it)", path=str(path)
                 )
         try:
@@ -138,12 +137,12 @@ class ListenServer:
             await self._drain()
         finally:
             ticker.cancel()
-        self.reporter.event("stopped", "stopped", **self.stats)
+        self.events.event("stopped", "stopped", **self.stats)
 
     async def announce(self, port: int) -> None:
         """Say where we listen and what to type on the rescue shell; the JSON event last, once all is said."""
         s = self.settings
-        r = self.reporter
+        r = self.events
         r.say(f"rescue listening on {s.bind}:{port}, storing under {s.dir}")
         try:
             # pyroute2's synchronous API runs its own event loop: keep it off ours.
@@ -186,13 +185,13 @@ class ListenServer:
         """Stop accepting; let transfers in flight finish until the deadline; mark the rest incomplete."""
         assert self.server is not None
         self.server.close()
-        deadline = time.monotonic() + self.settings.drain_timeout
+        deadline = Deadline(self.settings.drain_timeout)
         if self.connections:
-            self.reporter.say(
+            self.events.say(
                 f"stopping: waiting up to {self.settings.drain_timeout:.0f}s for "
                 f"{len(self.connections)} transfer(s)"
             )
-        while self.connections and time.monotonic() < deadline:
+        while self.connections and not deadline.expired:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.finish(Status.INCOMPLETE, "the listener was stopped during the transfer")
@@ -216,25 +215,25 @@ class ListenServer:
                 if now - conn.started >= 1 and conn.received:
                     rate = conn.received / (now - conn.started)
                     active.append(f"{conn.peer} {human_size(conn.received)} {human_size(rate)}/s")
-                    if self.reporter.json_events:
-                        self.reporter.event(
+                    if self.events.json_events:
+                        self.events.event(
                             "progress", None, peer=conn.peer, bytes=conn.received, rate=round(rate)
                         )
             if active:
-                self.reporter.progress("receiving: " + "; ".join(active))
+                self.events.progress("receiving: " + "; ".join(active))
 
     def reload(self) -> None:
         """SIGHUP: re-read the config file (flags given on the command line still win), reopen the log."""
-        self.reporter.reopen_log()
+        self.events.reopen_log()
         if self.settings.config is None and self.settings.token_file is None:
-            self.reporter.event("reloaded", "reopened the log (no --config or --token-file to re-read)")
+            self.events.event("reloaded", "reopened the log (no --config or --token-file to re-read)")
             return
         try:
             self.settings = build_settings(self._cli)  # validated whole before it replaces the old
         except RescueError as e:
-            self.reporter.event("error", f"reload failed, keeping the old settings: {e}", error=str(e))
+            self.events.event("error", f"reload failed, keeping the old settings: {e}", error=str(e))
             return
-        self.reporter.event(
+        self.events.event(
             "reloaded",
             f"reloaded {self.settings.config or self.settings.token_file}",
             allow=[str(n) for n in self.settings.allow],
@@ -244,8 +243,8 @@ class ListenServer:
     def status(self) -> None:
         s = self.stats
         active = sum(c.received for c in self.connections)
-        self.reporter.end_progress()
-        self.reporter.event(
+        self.events.end_progress()
+        self.events.event(
             "status",
             f"status: {len(self.connections)} active, {human_size(s['bytes'] + active)} received, captures: "
             f"{s['complete']} complete, {s['incomplete']} incomplete, {s['rejected']} rejected; "
@@ -305,20 +304,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", default=None, help="one JSON event per line on stdout")
     p.add_argument("--log", help="also append human-readable lines to this file (reopened on SIGHUP)")
     p.add_argument("--config", help="TOML file with token, allow, max_bytes, ... (re-read on SIGHUP)")
-    p.set_defaults(func=cmd_listen)
+    p.set_defaults(func=command)
 
 
-def cmd_listen(args: argparse.Namespace) -> int:
+def command(args: argparse.Namespace) -> int:
     cli = {f.name: getattr(args, f.name, None) for f in fields(Settings)}  # None: not given
     if args.token:
         warn_visible_token()
     settings = build_settings(cli)
     if not 0 <= settings.port <= 65535:
         raise RescueError(f"bad --port {settings.port}")
-    reporter = Reporter(json_events=settings.json, log=settings.log)
+    events = Events(json_events=settings.json, log=settings.log)
 
     async def main() -> None:
-        await ListenServer(settings, reporter, cli).serve()
+        await ListenServer(settings, events, cli).serve()
 
     asyncio.run(main())
     return 0

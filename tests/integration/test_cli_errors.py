@@ -6,6 +6,7 @@ a decompression bomb is a sparse file of zeros squeezed by zstd.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -82,7 +83,7 @@ def test_unexpected_exception_is_one_line_and_its_own_exit_code(
     def broken(args: object) -> int:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(analyze, "main", broken)
+    monkeypatch.setattr(analyze, "command", broken)
     assert cli.main(["analyze", "x"]) == 70
     err = capsys.readouterr().err
     assert err == "rescue: internal error: ZeroDivisionError: boom (--debug shows where)\n"
@@ -260,3 +261,12 @@ def test_module_metadata_of_absurd_size_is_refused(tmp_path: Path, monkeypatch: 
     image.write_bytes(cpio([*dirs, CpioEntry(f"{moddir}/modules.dep", FILE, dep)]))
     with pytest.raises(RescueError, match=r"modules\.dep holds 30,780 bytes; refusing"):
         checkimage.check_image(image, require=["btrfs"])
+
+
+def test_a_failing_disk_is_not_called_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    from rescue import cli
+
+    assert cli._fail(OSError(errno.EIO, "Input/output error", "/var/x")) == 74
+    assert capsys.readouterr().err == "rescue: /var/x: input/output error\n"
+    assert cli._fail(OSError(errno.ENOENT, "No such file or directory", "/nope")) == 2
+    assert cli._fail(OSError(errno.ENOSPC, "No space left on device", "/full")) == 74

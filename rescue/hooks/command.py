@@ -1,0 +1,122 @@
+"""The `rescue hooks` command line: render, install, uninstall (each with --json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rescue.errors import RescueError
+from rescue.hooks.install import install, uninstall, update_images
+from rescue.hooks.render import Config, Flavor, render
+from rescue.tokens import read_token_file, warn_visible_token
+
+
+def _config(args: argparse.Namespace) -> Config:
+    if args.token:
+        warn_visible_token()
+    token = args.token or (read_token_file(Path(args.token_file)) if args.token_file else None)
+    return Config(host=args.host, port=args.port, token=token, ip=args.ip, timeout=args.timeout)
+
+
+def _say(args: argparse.Namespace, doc: dict[str, Any], lines: list[str]) -> None:
+    """One JSON document with --json, else the lines for people."""
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        print("\n".join(lines))
+
+
+def render_command(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    written = render(out, Flavor(args.flavor), _config(args))
+    doc = {"flavor": args.flavor, "out": str(out), "files": [str(out / rel) for rel in written]}
+    _say(args, doc, doc["files"])
+    return 0
+
+
+def install_command(args: argparse.Namespace) -> int:
+    import tempfile
+
+    root = Path(args.root)
+    flavor = None if args.flavor == "auto" else Flavor(args.flavor)
+    if args.update and root.resolve() != Path("/"):
+        raise RescueError("--update rebuilds this system's initramfs; it cannot be used with --root")
+    config = _config(args)
+    with tempfile.TemporaryDirectory(prefix="rescue-hooks-") as tmp:
+        manifest = install(root, flavor, config, Path(tmp))
+    files = [str(root / entry["path"]) for entry in manifest["files"]]
+    lines = [f"installed {f}" for f in files]
+    if not config.host:
+        lines.append("note: no --host baked in; boot with rescue.host=H rescue.port=P on the command line")
+    if args.update:
+        _say(args, {"flavor": manifest["flavor"], "installed": files, "updated": [args.kver]}, lines)
+        update_images(Flavor(manifest["flavor"]), args.kver)
+    else:
+        lines.append(f"the hooks take effect with the next build (update-initramfs -u -k {args.kver})")
+        _say(args, {"flavor": manifest["flavor"], "installed": files, "updated": []}, lines)
+    return 0
+
+
+def uninstall_command(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    if args.update and root.resolve() != Path("/"):
+        raise RescueError("--update rebuilds this system's initramfs; it cannot be used with --root")
+    manifest = uninstall(root)
+    files = [str(root / entry["path"]) for entry in manifest["files"]]
+    updated = [args.kver] if args.update else []
+    doc = {"flavor": manifest["flavor"], "removed": files, "updated": updated}
+    _say(args, doc, [f"removed {f}" for f in files])
+    if args.update:
+        update_images(Flavor(manifest["flavor"]), args.kver)
+    return 0
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="the listener's address, baked into /etc/rescue.conf")
+    p.add_argument("--port", type=_port, default=3333, help="the listener's port (default 3333)")
+    p.add_argument("--token-file", metavar="FILE", help="the token the listener requires, read from FILE")
+    p.add_argument("--token", help="the same, given on the command line (visible in ps: prefer --token-file)")
+    p.add_argument("--ip", help="network setup: dhcp (default), none, or the kernel's ip= form")
+    p.add_argument("--timeout", type=int, default=30, help="the collector's total time limit in seconds")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hooks = sub.add_parser("hooks", help="render, install or remove the initramfs hooks")
+    hsub = hooks.add_subparsers(dest="hooks_command", required=True, parser_class=type(hooks))
+
+    p = hsub.add_parser("render", help="write the hooks into a directory")
+    p.add_argument("--out", required=True, help="directory to write (a confdir or a dracut modules.d tree)")
+    p.add_argument("--flavor", choices=[f.value for f in Flavor], default=Flavor.INITRAMFS_TOOLS.value)
+    _add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    p.set_defaults(func=render_command)
+
+    kver = os.uname().release
+    p = hsub.add_parser("install", help="install the hooks into this system (or under --root)")
+    p.add_argument("--root", default="/", help="the system's root directory (default /)")
+    p.add_argument("--flavor", choices=["auto", *(f.value for f in Flavor)], default="auto")
+    p.add_argument("--update", action="store_true", help="rebuild the initramfs of --kver afterwards")
+    p.add_argument("--kver", default=kver, help=f"kernel version for --update (default {kver})")
+    _add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    p.set_defaults(func=install_command)
+
+    p = hsub.add_parser("uninstall", help="remove exactly what install added")
+    p.add_argument("--root", default="/", help="the system's root directory (default /)")
+    p.add_argument("--update", action="store_true", help="rebuild the initramfs of --kver afterwards")
+    p.add_argument("--kver", default=kver, help=f"kernel version for --update (default {kver})")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON document")
+    p.set_defaults(func=uninstall_command)
