@@ -15,19 +15,32 @@ import hmac
 import ipaddress
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from rescue.capture.manifest import Kind, Status
-from rescue.capture.store import Capture, FileWriter, safe_relpath
+from rescue.capture.store import Capture, FileWriter, Store, safe_relpath
 from rescue.listen import wire
+from rescue.listen.config import Settings
+from rescue.listen.events import Events
 from rescue.units import human_size
-
-if TYPE_CHECKING:
-    from rescue.listen.server import ListenServer
 
 BUFFER = 128 * 1024
 FLUSH_AT = 64 * 1024  # write and hash in chunks of at least this much: busybox nc sends 1 KiB at a time
 SPOOL = "stream.tar"  # a tar (or .gz) stream is spooled whole, then extracted by finalize
+
+
+class Server(Protocol):
+    """What a connection asks of the server that accepted it (listen.server.ListenServer)."""
+
+    settings: Settings
+    events: Events
+    store: Store
+
+    def admit(self, conn: Connection) -> str | None: ...  # None, or why the peer is refused
+
+    def forget(self, conn: Connection) -> None: ...
+
+    def finalize(self, received: Received) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,7 @@ def io_reason(e: OSError) -> str:
 
 
 class Connection(asyncio.BufferedProtocol):
-    def __init__(self, server: ListenServer) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.settings = server.settings
         self._buf = bytearray(BUFFER)
