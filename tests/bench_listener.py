@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,15 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rescue.deadline import Deadline
-from tests.conftest import BUSYBOX, Listener, nc_send
+from tests.conftest import BUSYBOX, Listener, free_port, nc_send
 
 SIZE = 512 << 20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_listening(port: int, deadline: Deadline) -> None:
@@ -47,7 +40,7 @@ def _sender(kind: str, port: int, src: Path) -> list[str]:
 
 def via_socat(kind: str, src: Path, work: Path) -> float:
     """Seconds for SIZE bytes into socat TCP-LISTEN -> file (the reference receiver)."""
-    port = _free_port()
+    port = free_port()
     out = work / "socat.out"
     recv = subprocess.Popen(["socat", "-u", f"TCP-LISTEN:{port},reuseaddr", f"OPEN:{out},creat,trunc"])
     _wait_listening(port, Deadline(10))

@@ -42,7 +42,7 @@ type         : shash
 
 BTRFS_UUID = "0f5bb0a8-4e5e-4c1e-9d0e-6b1b8c6d2a11"
 
-# What the kernel says when btrfs.ko is loaded without libcrc32c (recorded on this kernel, see DESIGN.md).
+# What the kernel says when btrfs.ko is loaded without libcrc32c (recorded on Debian's 6.1 kernel).
 DMESG = f"""<6>[    0.000000] Linux version 6.1.0-56-cloud-amd64 (debian-kernel@lists.debian.org)
 <5>[    0.000000] Kernel command line: console=ttyS0 root=UUID={BTRFS_UUID} rescue.token=s3cr3t-tok \
 rd.iscsi.password=hunter2

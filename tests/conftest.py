@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -26,6 +28,19 @@ def require(condition: bool, reason: str) -> None:
     if os.environ.get("RESCUE_REQUIRE_ALL_TIERS"):
         pytest.fail(f"required tier cannot run: {reason}")
     pytest.skip(reason)
+
+
+def free_port() -> int:
+    """A 127.0.0.1 port nobody listens on (bound, then closed): for a listener to come, or a refusal."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def manifest(event: dict[str, Any]) -> dict[str, Any]:
+    """The manifest.json of the capture a `capture` event names."""
+    data: dict[str, Any] = json.loads((Path(event["path"]) / "manifest.json").read_text())
+    return data
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -58,7 +58,7 @@ def is_text(data: bytes) -> bool:
     return bad <= len(head) // 20
 
 
-# Collector bundle files (CONTRACTS.md §2) that are not logs; anything else that is text is read as a log.
+# Collector bundle files that are not logs; anything else that is text is read as a log.
 _NOT_LOGS = {
     "cmdline.txt",
     "modules.txt",

@@ -32,7 +32,7 @@ from rescue.harness.qemu import (
 from rescue.harness.testinitrd import InitrdSpec, build_test_initrd, root_fs_tree
 
 MARKER = re.compile(r"rescue-test: ([^\r\n]*)")
-# The collector's last word (CONTRACTS.md §4): after it, a generator's image only sits at its shell.
+# The collector's last word: after it, a generator's image only sits at its shell.
 COLLECTOR_DONE = re.compile(r"rescue: (sent \d+ bytes to \S+|send failed[^\r\n]*)")
 COLLECTOR_LINE = re.compile(r"^rescue: ([^\r\n]*)", re.MULTILINE)
 END = re.compile(r"rescue-test: end: ([^\r\n]*)")

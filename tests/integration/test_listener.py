@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Listener, nc_send, wait_until
+from tests.conftest import Listener, manifest, nc_send, wait_until
 
 DMESG = (
     b"[    0.000000] Linux version 6.1.0-56-cloud-amd64\n"
@@ -30,14 +30,8 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def manifest(event: dict[str, Any]) -> dict[str, Any]:
-    m: dict[str, Any] = json.loads((Path(event["path"]) / "manifest.json").read_text())
-    return m
-
-
-def tar_bytes(
-    members: list[tuple[tarfile.TarInfo, bytes]], fmt: int = tarfile.USTAR_FORMAT, **kw: Any
-) -> bytes:
+def tar_of(members: list[tuple[tarfile.TarInfo, bytes]], fmt: int = tarfile.USTAR_FORMAT, **kw: Any) -> bytes:
+    """A tar of members of any type (links, devices, hostile names), which replay's tar_bytes never makes."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=fmt, **kw) as tar:
         for info, data in members:
@@ -118,7 +112,7 @@ def test_busybox_tar_bundle_with_header_and_sha256sums(
 def test_gzipped_tar_and_a_sha256sums_mismatch(listener: Listener, busybox: str) -> None:
     good = b"evidence\n"
     sums = f"{sha(b'something else')}  a.txt\n".encode()
-    data = gzip.compress(tar_bytes([(member("a.txt"), good), (member("SHA256SUMS"), sums)]))
+    data = gzip.compress(tar_of([(member("a.txt"), good), (member("SHA256SUMS"), sums)]))
     assert nc_send(busybox, listener.port, data).returncode == 0
     ev = listener.wait_for("capture")
     assert ev["kind"] == "tar.gz" and ev["status"] == "complete"
@@ -152,7 +146,7 @@ def test_hostile_tar_members_never_leave_the_capture(
         (member("manifest.json"), b"not ours"),
         (member("ok.txt"), b"fine"),
     ]
-    assert nc_send(busybox, listener.port, tar_bytes(members, fmt=tarfile.GNU_FORMAT)).returncode == 0
+    assert nc_send(busybox, listener.port, tar_of(members, fmt=tarfile.GNU_FORMAT)).returncode == 0
     ev = listener.wait_for("capture")
     cap = Path(ev["path"])
     assert sorted(ev["files"]) == ["_manifest.json", "ok.txt"]
@@ -236,7 +230,7 @@ def test_idle_sender_is_closed_and_its_bytes_kept(tmp_path: Path) -> None:
 
 
 def test_cut_connection_keeps_what_arrived(listener: Listener) -> None:
-    data = tar_bytes([(member("first.txt"), b"complete member"), (member("second.bin"), os.urandom(200_000))])
+    data = tar_of([(member("first.txt"), b"complete member"), (member("second.bin"), os.urandom(200_000))])
     with socket.create_connection(("127.0.0.1", listener.port)) as s:
         s.sendall(data[:100_000])
         # SO_LINGER 0: close sends a reset, as a machine losing power mid-transfer would.

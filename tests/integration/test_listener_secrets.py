@@ -27,10 +27,6 @@ ACTIVATE = (
 )
 
 
-def manifest(event: dict[str, object]) -> dict[str, object]:
-    return json.loads((Path(str(event["path"])) / "manifest.json").read_text())  # type: ignore[no-any-return]
-
-
 def rescue(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rescue", *args], capture_output=True, text=True, timeout=60, env=env

@@ -16,7 +16,7 @@ from rescue.errors import RescueError
 # Lines as the kernel (6.1 format strings), initramfs-tools 0.142, dracut 059 and busybox print them.
 # Each maps to the finding it must raise and the params it must name.
 RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
-    # kernel/module/main.c: pr_warn("%s: Unknown symbol %s (err %d)\n") -- measured on 6.1 (DESIGN.md §4)
+    # kernel/module/main.c: pr_warn("%s: Unknown symbol %s (err %d)\n") -- measured on 6.1
     ("[    8.903056] btrfs: Unknown symbol crc32c (err -2)", "btrfs-crc32c-missing", {"symbol": "crc32c"}),
     (
         "<4>[    8.904253] btrfs: Unknown symbol crc32c_impl (err -2)",

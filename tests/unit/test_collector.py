@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.collector_root import BTRFS_UUID, FakeRoot, build, run_collector
-from tests.conftest import require
+from tests.conftest import free_port, require
 from tests.host_kernel import HOST_MODDIR, KVER, ko
 
 MEMBERS = {
@@ -28,13 +28,6 @@ def _kernel() -> None:
 
 def modcheck(fake: FakeRoot) -> list[str]:
     return (fake.bundle / "modcheck.txt").read_text().splitlines()
-
-
-def closed_port() -> int:
-    """A 127.0.0.1 port nobody listens on (bound, then closed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_btrfs_with_libcrc32c_is_ok(busybox: str, tmp_path: Path) -> None:
@@ -165,7 +158,7 @@ def test_rescue_off_does_nothing(busybox: str, tmp_path: Path) -> None:
 
 
 def test_cmdline_overrides_config_file_overrides_default(busybox: str, tmp_path: Path) -> None:
-    file_port, cmdline_port = closed_port(), closed_port()
+    file_port, cmdline_port = free_port(), free_port()
     fake = build(tmp_path, cmdline=f"root=/dev/vda rescue.port={cmdline_port}")
     (fake.path / "etc" / "rescue.conf").write_text(f"RESCUE_HOST=127.0.0.1\nRESCUE_PORT={file_port}\n")
     proc = run_collector(busybox, fake, "panic", RESCUE_TIMEOUT="2")

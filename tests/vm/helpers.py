@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import socket
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Listener
-
-
-def manifest(event: dict[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((Path(event["path"]) / "manifest.json").read_text())
-    return data
+from tests.conftest import Listener, manifest
 
 
 def assert_stored_intact(event: dict[str, Any]) -> dict[str, Any]:

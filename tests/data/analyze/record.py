@@ -52,7 +52,7 @@ def btrfs_disk(work: Path, csum: str = "crc32c") -> Path:
     return disk
 
 
-# A hand-built initramfs reproducing the bug by hand (DESIGN.md §4), then printing `dmesg -r` as the
+# A hand-built initramfs reproducing the bug by hand, then printing `dmesg -r` as the
 # collector does, between markers: a real busybox raw-level dmesg for the tests.
 HAND_INIT = """#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev
