@@ -34,8 +34,19 @@ def _package_dir(name: str, checkout: Path) -> Path:
 
 
 def hooks_dir() -> Path:
-    """hooks/: the initramfs-tools and dracut hooks and the collector (lib/rescue-collect.sh)."""
+    """hooks/: the initramfs-tools and dracut hooks and the collector (collector/)."""
     return _package_dir("_hooks", _CHECKOUT / "hooks")
+
+
+def collector_files(directory: Path | None = None) -> list[Path]:
+    """The collector: every file of hooks/collector/ (collect.sh first), each installed in the image as
+    /lib/rescue/NAME. The directory is the one list the renderer, the test initramfs and the generators'
+    hooks all read."""
+    directory = directory or hooks_dir() / "collector"
+    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not any(p.name == "collect.sh" for p in files):
+        raise RescueError(f"{directory}: no collect.sh", hint="a broken installation: reinstall rescue")
+    return sorted(files, key=lambda p: p.name != "collect.sh")
 
 
 def guest_dir() -> Path:

@@ -32,24 +32,19 @@ def scenarios(h: Harness) -> dict[str, Scenario]:
         "manual-dmesg": (h.manual_recipe, "none"),
         "btrfs-crc32c-missing": (h.broken_btrfs, "btrfs-crc32c-missing"),
         "root-device-missing": (h.missing_root, "root-device-missing"),
+        "mkinitramfs-btrfs-crc32c-missing": (h.mkinitramfs_broken_btrfs, "btrfs-crc32c-missing"),
+        "mkinitramfs-root-device-missing": (h.mkinitramfs_missing_root, "root-device-missing"),
     }
-    try:
-        from rescue import imagebuild  # noqa: F401
-
-        found["mkinitramfs-btrfs-crc32c-missing"] = (h.mkinitramfs_broken_btrfs, "btrfs-crc32c-missing")
-        found["mkinitramfs-root-device-missing"] = (h.mkinitramfs_missing_root, "root-device-missing")
-    except ImportError:
-        print("record: rescue.harness.imagebuild is not there: scenario 5 skipped", file=sys.stderr)
     return found
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", default=[], help="record only this capture (repeatable)")
-    parser.add_argument("--collector", type=Path, help="another collector than hooks/lib/rescue-collect.sh")
+    parser.add_argument("--collector", type=Path, help="another collector directory than hooks/collector")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rescue-record-") as tmp:
-        harness = Harness(Path(tmp) / "work", collector_script=args.collector)
+        harness = Harness(Path(tmp) / "work", collector_dir=args.collector)
         with ListenerProcess(Path(tmp) / "captures") as listener:
             for name, (run, expected) in scenarios(harness).items():
                 if args.only and name not in args.only:

@@ -18,7 +18,7 @@ from rescue.kmod import ModuleDB
 from tests.host_kernel import HOST_MODDIR, KVER
 
 REPO = Path(__file__).resolve().parent.parent
-COLLECTOR = REPO / "hooks" / "lib" / "rescue-collect.sh"
+COLLECTOR = REPO / "hooks" / "collector" / "collect.sh"  # net.sh and modcheck.awk beside it
 
 # /proc/crypto as a 6.1 kernel with crc32c_generic built in shows it.
 CRYPTO = """name         : crc32c

@@ -3,7 +3,7 @@
 # emergency hook, or any /init that calls it). Brings the network up, collects the evidence, checks the modules
 # the root filesystem needs, and sends it all as one tar stream behind a `RESCUE/1` header line.
 #
-# Usage: /bin/sh /lib/rescue/collect.sh [REASON]
+# Usage: /bin/sh /lib/rescue/collect.sh [REASON]   (net.sh and modcheck.awk beside it)
 #
 # POSIX sh for busybox ash. Best effort throughout: a missing tool or file costs one piece of evidence, never
 # the send. It never runs longer than RESCUE_TIMEOUT and sends at most once per boot (panic() may run twice).
@@ -18,7 +18,12 @@
 # binary, or "none").
 
 RESCUE_VERSION=1
-P=${RESCUE_PREFIX:-}
+PREFIX=${RESCUE_PREFIX:-}  # a fake root, for tests
+# The collector's other files (net.sh, modcheck.awk) lie beside it: hooks/collector/ is the one list.
+LIB=${0%/*}
+[ "$LIB" != "$0" ] || LIB=.
+# shellcheck source=conf.sh source-path=SCRIPTDIR
+. "$LIB/conf.sh"
 
 say() {
 	echo "rescue: $*"
@@ -56,7 +61,7 @@ left() {
 # --- configuration -------------------------------------------------------------------------------------
 
 CMDLINE=""
-[ -r "$P/proc/cmdline" ] && CMDLINE=$(bb cat "$P/proc/cmdline")
+[ -r "$PREFIX/proc/cmdline" ] && CMDLINE=$(bb cat "$PREFIX/proc/cmdline")
 
 # The value of the last NAME=value word on the kernel command line; status 1 when absent.
 cmdline_arg() {
@@ -83,22 +88,8 @@ load_config() {
 	_env_ip=${RESCUE_IP:-}
 	_env_timeout=${RESCUE_TIMEOUT:-}
 	RESCUE_HOST="" RESCUE_PORT=3333 RESCUE_TOKEN="" RESCUE_IP="" RESCUE_TIMEOUT=30
-	if [ -r "$P/etc/rescue.conf" ]; then
-		# Parsed, not sourced: only the known keys, and no code runs.
-		while IFS='=' read -r _k _v; do
-			_v=${_v#\"}
-			_v=${_v%\"}
-			_v=${_v#\'}
-			_v=${_v%\'}
-			case $_k in
-			RESCUE_HOST) RESCUE_HOST=$_v ;;
-			RESCUE_PORT) RESCUE_PORT=$_v ;;
-			RESCUE_TOKEN) RESCUE_TOKEN=$_v ;;
-			RESCUE_IP) RESCUE_IP=$_v ;;
-			RESCUE_TIMEOUT) RESCUE_TIMEOUT=$_v ;;
-			esac
-		done <"$P/etc/rescue.conf"
-	fi
+	# Parsed, not sourced: only the known keys, and no code runs.
+	conf_read "$PREFIX/etc/rescue.conf" RESCUE_HOST RESCUE_PORT RESCUE_TOKEN RESCUE_IP RESCUE_TIMEOUT
 	[ -n "$_env_host" ] && RESCUE_HOST=$_env_host
 	[ -n "$_env_port" ] && RESCUE_PORT=$_env_port
 	[ -n "$_env_token" ] && RESCUE_TOKEN=$_env_token
@@ -125,245 +116,8 @@ mask() {
 		-e 's#(://[^:/@ ]*):[^@/ ]*@#\1:***@#g'
 }
 
-# --- network --------------------------------------------------------------------------------------------
-
-NETSYS=${RESCUE_SYSNET:-$P/sys/class/net}
-RUNDIR=${RESCUE_RUNDIR:-$P/run}
-NET_METHOD=""
-NET_DEVICE=""
-
-# Field N (1-based) of a kernel ip= value (client:server:gw:mask:host:device:autoconf:...).
-ip_field() {
-	echo "$1" | bb cut -d: -f"$2"
-}
-
-# A static ip= value names a client address and no autoconfiguration.
-ip_is_static() {
-	_c=$(ip_field "$1" 1)
-	_a=$(ip_field "$1" 7)
-	case $_c in
-	*.*.*.*) ;;
-	*) return 1 ;;
-	esac
-	case $_a in
-	'' | off | none | static) return 0 ;;
-	esac
-	return 1
-}
-
-# The interface to use: ip= device field, the BOOTIF MAC, DEVICE, else the first non-loopback one with a link.
-pick_device() {
-	_d=""
-	_ip=$(cmdline_arg ip) && _d=$(ip_field "$_ip" 6)
-	[ -z "$_d" ] && [ -n "${RESCUE_IP:-}" ] && _d=$(ip_field "$RESCUE_IP" 6)
-	if [ -z "$_d" ]; then
-		_bootif=$(cmdline_arg BOOTIF) || _bootif=${BOOTIF:-}
-		if [ -n "$_bootif" ]; then
-			_mac=$(echo "${_bootif#*-}" | bb tr 'A-F-' 'a-f:')
-			for _n in "$NETSYS"/*; do
-				[ "$(bb cat "$_n/address" 2>/dev/null)" = "$_mac" ] && _d=${_n##*/} && break
-			done
-		fi
-	fi
-	[ -z "$_d" ] && _d=${DEVICE:-}
-	if [ -z "$_d" ]; then
-		_first=""
-		for _n in "$NETSYS"/*; do
-			_n=${_n##*/}
-			case $_n in
-			lo | '*') continue ;;
-			esac
-			[ -z "$_first" ] && _first=$_n
-			bb ip link set "$_n" up 2>/dev/null
-		done
-		# Wait briefly for a carrier: the first interface that has one wins.
-		_i=0
-		while [ -z "$_d" ] && [ -n "$_first" ] && [ "$_i" -lt 30 ]; do
-			for _n in "$NETSYS"/*; do
-				_n=${_n##*/}
-				[ "$_n" = lo ] && continue
-				[ "$(bb cat "$NETSYS/$_n/carrier" 2>/dev/null)" = 1 ] && _d=$_n && break
-			done
-			[ -z "$_d" ] && bb usleep 100000
-			_i=$((_i + 1))
-		done
-		[ -z "$_d" ] && _d=$_first
-	fi
-	echo "$_d"
-}
-
-# klibc ipconfig's first DHCP send on a down link fails and backs off 10 s: bring the link up and wait for it.
-link_up() {
-	bb ip link set "$1" up 2>/dev/null
-	_i=0
-	while [ "$_i" -lt 50 ]; do
-		case $(bb cat "$NETSYS/$1/operstate" 2>/dev/null) in
-		up) return 0 ;;
-		unknown) [ "$(bb cat "$NETSYS/$1/carrier" 2>/dev/null)" = 1 ] && return 0 ;;
-		esac
-		bb usleep 100000
-		_i=$((_i + 1))
-	done
-	return 1
-}
-
-find_ipconfig() {
-	if [ -n "${RESCUE_IPCONFIG:-}" ]; then
-		[ "$RESCUE_IPCONFIG" != none ] && echo "$RESCUE_IPCONFIG"
-		return 0
-	fi
-	for _c in /bin/ipconfig /usr/lib/klibc/bin/ipconfig /lib/rescue/ipconfig; do
-		[ -x "$_c" ] && echo "$_c" && return 0
-	done
-	command -v ipconfig 2>/dev/null
-}
-
-# Static configuration from an ip= value, with busybox ip when klibc ipconfig is not there.
-static_ip() {
-	_t=$(left)
-	[ "$_t" -gt 0 ] || return 1
-	_ipc=$(find_ipconfig)
-	if [ -n "$_ipc" ]; then
-		bb timeout "$_t" "$_ipc" -t "$_t" "ip=$1" >>"$W/net.log" 2>&1 && return 0
-	fi
-	_c=$(ip_field "$1" 1)
-	_g=$(ip_field "$1" 3)
-	_m=$(ip_field "$1" 4)
-	_dev=$(ip_field "$1" 6)
-	[ -n "$_dev" ] || _dev=$NET_DEVICE
-	[ -n "$_dev" ] && [ -n "$_c" ] || return 1
-	bb ip link set "$_dev" up
-	if [ -n "$_m" ]; then
-		bb ifconfig "$_dev" "$_c" netmask "$_m" up || return 1
-	else
-		bb ip addr add "$_c/24" dev "$_dev" || return 1
-	fi
-	[ -n "$_g" ] && bb ip route add default via "$_g" dev "$_dev"
-	printf 'DEVICE=%s\nIPV4ADDR=%s\nIPV4NETMASK=%s\nIPV4GATEWAY=%s\n' "$_dev" "$_c" "$_m" "$_g" >"$W/net-$_dev.conf"
-	return 0
-}
-
-dhcp_ipconfig() {
-	_ipc=$(find_ipconfig)
-	[ -n "$_ipc" ] || return 1
-	_t=$(left)
-	[ "$_t" -gt 10 ] && _t=10
-	[ "$_t" -gt 0 ] || return 1
-	bb timeout $((_t + 1)) "$_ipc" -t "$_t" "$1" >>"$W/net.log" 2>&1
-}
-
-# busybox udhcpc configures nothing by itself: it runs this script (see udhcpc_event) for each event.
-dhcp_udhcpc() {
-	_t=$(left)
-	[ "$_t" -gt 0 ] || return 1
-	printf '#!/bin/sh\nexec %s %s __udhcpc "$@"\n' "${BB:-/bin/sh}${BB:+ sh}" "$SELF" >"$W/udhcpc.sh"
-	bb chmod 755 "$W/udhcpc.sh"
-	RESCUE_WORKDIR=$W bb timeout "$_t" "${BB:-udhcpc}" ${BB:+udhcpc} -i "$1" -n -q -t 3 -T 1 \
-		-s "$W/udhcpc.sh" >>"$W/net.log" 2>&1
-}
-
-udhcpc_event() {
-	# shellcheck disable=SC2154  # interface, ip, mask, router, subnet come from udhcpc's environment
-	case $1 in
-	deconfig)
-		bb ip addr flush dev "$interface" 2>/dev/null
-		bb ip link set "$interface" up
-		;;
-	bound | renew)
-		bb ip addr flush dev "$interface" 2>/dev/null
-		bb ip addr add "$ip/${mask:-24}" dev "$interface"
-		_gw=""
-		for _r in $router; do
-			_gw=$_r
-			bb ip route add default via "$_r" dev "$interface" && break
-		done
-		printf 'DEVICE=%s\nIPV4ADDR=%s\nIPV4NETMASK=%s\nIPV4GATEWAY=%s\n' \
-			"$interface" "$ip" "${subnet:-}" "$_gw" >"${RESCUE_WORKDIR:-/run/rescue}/net-$interface.conf"
-		;;
-	esac
-	return 0
-}
-
-# Is there an address already? (ipconfig's /run/net-*.conf from the generator or an earlier run)
-existing_net() {
-	for _f in "$RUNDIR"/net-*.conf "$W"/net-*.conf; do
-		[ -f "$_f" ] || continue
-		if bb grep -q '^IPV4ADDR=..*' "$_f"; then
-			echo "$_f"
-			return 0
-		fi
-	done
-	return 1
-}
-
-net_up() {
-	if [ "$RESCUE_IP" = none ]; then
-		NET_METHOD="none (rescue.ip=none: the network is already configured)"
-		return 0
-	fi
-	if _f=$(existing_net); then
-		NET_METHOD="existing $_f"
-		return 0
-	fi
-	NET_DEVICE=$(pick_device)
-	_spec=""
-	if [ -n "$RESCUE_IP" ] && [ "$RESCUE_IP" != dhcp ]; then
-		_spec=$RESCUE_IP
-	elif _ip=$(cmdline_arg ip) && ip_is_static "$_ip"; then
-		_spec=$_ip
-	fi
-	if [ -n "$_spec" ]; then
-		say "network: static $_spec"
-		if static_ip "$_spec"; then
-			NET_METHOD="static $_spec"
-			return 0
-		fi
-	fi
-	if [ -n "$NET_DEVICE" ]; then
-		say "network: dhcp on $NET_DEVICE"
-		link_up "$NET_DEVICE" || say "network: $NET_DEVICE has no link yet"
-		if dhcp_ipconfig "$NET_DEVICE" && existing_net >/dev/null; then
-			NET_METHOD="ipconfig $NET_DEVICE"
-			return 0
-		fi
-		if dhcp_udhcpc "$NET_DEVICE" && existing_net >/dev/null; then
-			NET_METHOD="udhcpc $NET_DEVICE"
-			return 0
-		fi
-	fi
-	# initramfs-tools' own function understands every ip=/BOOTIF/DEVICE form, but waits up to 180 s for a device
-	# and retries with growing timeouts: last, and bounded.
-	_t=$(left)
-	if [ -r "$P/scripts/functions" ] && [ -z "$P" ] && [ "$_t" -gt 1 ]; then
-		bb timeout "$_t" /bin/sh -c ". /scripts/functions && configure_networking" >>"$W/net.log" 2>&1
-		if existing_net >/dev/null; then
-			NET_METHOD="configure_networking"
-			return 0
-		fi
-	fi
-	NET_METHOD="failed"
-	return 1
-}
-
-write_network() {
-	{
-		echo "method=$NET_METHOD"
-		echo "device=$NET_DEVICE"
-		for _f in "$RUNDIR"/net-*.conf "$W"/net-*.conf; do
-			[ -f "$_f" ] || continue
-			echo "--- $_f"
-			bb cat "$_f"
-		done
-		echo "--- ip addr"
-		bb ip addr 2>&1
-		echo "--- ip route"
-		bb ip route 2>&1
-		if [ -s "$W/net.log" ]; then
-			echo "--- log"
-			bb cat "$W/net.log"
-		fi
-	} >"$B/network.txt" 2>&1
-}
+# shellcheck source=net.sh source-path=SCRIPTDIR
+. "$LIB/net.sh"
 
 # --- module check ---------------------------------------------------------------------------------------
 # One awk program walks the closure (each process costs milliseconds under qemu TCG, so no per-module greps).
@@ -389,106 +143,16 @@ walk_input() {
 	if [ -r "$1" ]; then
 		echo "$1"
 	else
-		: >"$W/empty.$2"
-		echo "$W/empty.$2"
+		: >"$WORKDIR/empty.$2"
+		echo "$WORKDIR/empty.$2"
 	fi
 }
 
 walk_modules() {
-	bb awk -v ROOTFS="${1%% *}" -v CSUM="${1#* }" -v FSTYPE="$2" -v SOURCE="$3" -v OUT="$W/modcheck.new" -v DEPOUT="$W/modules-dep.new" \
-		-v FOLLOW="$W/follow" -v DEP="$4" -v SOFT="$5" -v ALIAS="$6" -v BUILTIN="$7" -v BINFO="$8" \
-		-v LOADED="$9" -v FILES="${10}" -v KODEPS="${11}" -v CRYPTO="${12}" '
-function norm(s) { gsub("-", "_", s); return s }
-function base(p, b) { b = p; sub(/.*\//, "", b); sub(/[.]ko.*$/, "", b); return norm(b) }
-function known(m) { return (m in loaded) || (m in builtin) || (m in path) }
-function status(m) {
-	if (m in loaded) return "loaded"
-	if (m in builtin) return "builtin"
-	if ((m in path) && (path[m] in have)) return "available"
-	return "missing"
-}
-function rank(s) { return s == "loaded" ? 1 : s == "builtin" ? 2 : s == "available" ? 3 : 4 }
-function glob2re(g, r) { r = g; gsub(/[.]/, "[.]", r); gsub(/[*]/, ".*", r); gsub(/[?]/, ".", r); return "^" r "$" }
-function providers(a, r, i) {
-	if (a in exact) return exact[a]
-	r = ""
-	for (i = 1; i <= nw; i++) if (a ~ glob2re(wild[i])) r = r " " wildm[i]
-	return r
-}
-function add(name, kind, parent) { qn++; q[qn] = name; qk[qn] = kind; qp[qn] = parent }
-function addcrypto(c) { if (!(c in cseen)) { cseen[c] = 1; cn++; clist[cn] = c } }
-FILENAME == DEP { i = index($0, ":"); if (i == 0) next; p = substr($0, 1, i - 1); m = base(p)
-	path[m] = p; deps[m] = substr($0, i + 1); depline[m] = $0; next }
-FILENAME == SOFT { if ($1 == "softdep") { m = norm($2); softline[m] = softline[m] $0 "\n"
-	for (i = 3; i <= NF; i++) if ($i != "pre:" && $i != "post:") soft[m] = soft[m] " " $i }; next }
-FILENAME == ALIAS { if ($1 == "alias" && NF == 3) { if ($2 ~ /[*?[]/) { nw++; wild[nw] = $2; wildm[nw] = norm($3) }
-	else exact[$2] = exact[$2] " " norm($3) }; next }
-FILENAME == BUILTIN { if ($0 != "") builtin[base($0)] = 1; next }
-FILENAME == BINFO { i = index($0, "."); m = norm(substr($0, 1, i - 1)); rest = substr($0, i + 1)
-	if (rest ~ /^alias=/) { a = substr(rest, 7); exact[a] = exact[a] " " m }
-	else if (rest ~ /^softdep=/) { softline[m] = softline[m] "# built-in " $0 "\n"; n = split(substr(rest, 9), w, " ")
-		for (j = 1; j <= n; j++) if (w[j] != "pre:" && w[j] != "post:") soft[m] = soft[m] " " w[j] }
-	next }
-FILENAME == LOADED { loaded[norm($1)] = 1; next }
-FILENAME == FILES { have[$0] = 1; next }
-FILENAME == KODEPS { kod[$1] = $2; next }
-FILENAME == CRYPTO { if ($1 == "name") cname = $3; else if ($1 == "driver" && !(cname in cdrv)) cdrv[cname] = $3; next }
-END {
-	printf "" > DEPOUT
-	printf "" > FOLLOW
-	print "# rescue modcheck 1" > OUT
-	print "fstype " FSTYPE " source=" SOURCE > OUT
-	if (ROOTFS == "") {
-		print "# the root filesystem type is unknown: no modules checked" > OUT
-		print "result ok" > OUT
-		exit
-	}
-	root = norm(ROOTFS)
-	if (!known(root)) { n = split(providers("fs-" ROOTFS), w, " "); if (n > 0) root = w[1] }
-	qn = 0; qi = 0; missing = ""
-	add(root, "root", "-")
-	while (qi < qn) {
-		qi++; name = q[qi]
-		if (name in seen) continue
-		seen[name] = 1
-		prov = ""; follow = ""
-		if (known(norm(name))) { st = status(norm(name)); follow = norm(name) }
-		else {
-			st = "missing"; n = split(providers(name), w, " ")
-			for (j = 1; j <= n; j++) { s = status(w[j]); if (prov == "" || rank(s) < rank(st)) { st = s; prov = w[j] } }
-			if (st != "missing") follow = prov
-			if (name ~ /^crypto-/) addcrypto(substr(name, 8)); else if (qk[qi] == "softdep") addcrypto(name)
-		}
-		print "need " name " " qk[qi] " " qp[qi] " " st (prov != "" ? " " prov : "") > OUT
-		# A missing softdep fails the check when it is crc32c (the default checksum of btrfs and ext4) or
-		# the checksum the root filesystem uses; the other checksum modules only matter to other filesystems.
-		if (st == "missing" && (qk[qi] != "softdep" || name ~ /^(crypto-)?crc32c$/ || \
-			(CSUM != "" && (name == CSUM || name == "crypto-" CSUM))))
-			missing = missing (missing == "" ? "" : ",") name
-		else if (st == "missing") optional = optional (optional == "" ? "" : ",") name
-		if (follow == "") continue
-		if (follow in path) {
-			p = path[follow]
-			print depline[follow] > DEPOUT
-			if (p in kod) print "# " p " depends=" kod[p] > DEPOUT
-			else if (p in have) print p > FOLLOW
-			n = split(deps[follow], w, " "); for (j = 1; j <= n; j++) add(base(w[j]), "dep", follow)
-			if (p in kod) { n = split(kod[p], w, ","); for (j = 1; j <= n; j++) if (w[j] != "") add(norm(w[j]), "dep", follow) }
-		}
-		if (follow in softline) printf "%s", softline[follow] > DEPOUT
-		n = split(soft[follow], w, " "); for (j = 1; j <= n; j++) add(w[j], "softdep", follow)
-	}
-	# btrfs needs crc32c whatever provides it (a library, not a crypto module, on kernels >= 6.14).
-	if (FSTYPE == "btrfs") addcrypto("crc32c")
-	for (j = 1; j <= cn; j++) {
-		c = clist[j]
-		if (c in cdrv) print "crypto " c " present driver=" cdrv[c] > OUT
-		else print "crypto " c " absent" > OUT
-	}
-	if (CSUM != "") print "# btrfs checksum: " CSUM > OUT
-	if (optional != "") print "# missing, needed only by filesystems that use them: " optional > OUT
-	print (missing == "" ? "result ok" : "result fail missing=" missing) > OUT
-}' "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "${11}" "${12}"
+	bb awk -f "$LIB/modcheck.awk" -v ROOTFS="${1%% *}" -v CSUM="${1#* }" -v FSTYPE="$2" -v SOURCE="$3" \
+		-v OUT="$WORKDIR/modcheck.new" -v DEPOUT="$WORKDIR/modules-dep.new" -v FOLLOW="$WORKDIR/follow" \
+		-v DEP="$4" -v SOFT="$5" -v ALIAS="$6" -v BUILTIN="$7" -v BINFO="$8" -v LOADED="$9" -v FILES="${10}" \
+		-v KODEPS="${11}" -v CRYPTO="${12}" "$4" "$5" "$6" "$7" "$8" "$9" "${10}" "${11}" "${12}"
 }
 
 # The root filesystem type and where it came from.
@@ -506,7 +170,7 @@ root_fstype() {
 		echo "$_t blkid"
 		return
 	fi
-	if bb grep -q 'TYPE="btrfs"' "$B/blkid.txt" 2>/dev/null; then
+	if bb grep -q 'TYPE="btrfs"' "$BUNDLE/blkid.txt" 2>/dev/null; then
 		echo "btrfs signature"
 		return
 	fi
@@ -522,12 +186,12 @@ root_spec() {
 # blkid's line for the root device (ROOT=, else root= on the command line).
 root_blkid_line() {
 	_root=$(root_spec)
-	[ -n "$_root" ] && [ -s "$B/blkid.txt" ] || return 0
+	[ -n "$_root" ] && [ -s "$BUNDLE/blkid.txt" ] || return 0
 	case $_root in
 	UUID=* | LABEL=* | PARTUUID=* | PARTLABEL=*)
-		bb grep -F " ${_root%%=*}=\"${_root#*=}\"" "$B/blkid.txt" | bb head -n 1
+		bb grep -F " ${_root%%=*}=\"${_root#*=}\"" "$BUNDLE/blkid.txt" | bb head -n 1
 		;;
-	*) bb grep -F "$_root:" "$B/blkid.txt" | bb head -n 1 ;;
+	*) bb grep -F "$_root:" "$BUNDLE/blkid.txt" | bb head -n 1 ;;
 	esac
 }
 
@@ -540,8 +204,8 @@ root_device_state() {
 	/dev/nfs) ;; # the kernel's name for an NFS root, never a device node
 	/dev/*)
 		_name=${_root#/dev/}
-		if [ -e "$P$_root" ] || bb grep -qE "[[:space:]]${_name}\$" "$B/partitions.txt" 2>/dev/null ||
-			bb grep -qF "$_root:" "$B/blkid.txt" 2>/dev/null; then
+		if [ -e "$PREFIX$_root" ] || bb grep -qE "[[:space:]]${_name}\$" "$BUNDLE/partitions.txt" 2>/dev/null ||
+			bb grep -qF "$_root:" "$BUNDLE/blkid.txt" 2>/dev/null; then
 			echo "$_root present"
 		else
 			echo "$_root missing"
@@ -549,7 +213,7 @@ root_device_state() {
 		;;
 	UUID=* | LABEL=* | PARTUUID=* | PARTLABEL=*)
 		_by=$(echo "${_root%%=*}" | bb tr 'A-Z' 'a-z')
-		if [ -n "$(root_blkid_line)" ] || [ -e "$P/dev/disk/by-$_by/${_root#*=}" ]; then
+		if [ -n "$(root_blkid_line)" ] || [ -e "$PREFIX/dev/disk/by-$_by/${_root#*=}" ]; then
 			echo "$_root present"
 		else
 			echo "$_root missing"
@@ -563,9 +227,9 @@ root_device_state() {
 btrfs_csum() {
 	_dev=$(root_blkid_line)
 	_dev=${_dev%%:*}
-	[ -n "$_dev" ] || _dev=$(bb grep 'TYPE="btrfs"' "$B/blkid.txt" 2>/dev/null | bb head -n 1 | bb cut -d: -f1)
+	[ -n "$_dev" ] || _dev=$(bb grep 'TYPE="btrfs"' "$BUNDLE/blkid.txt" 2>/dev/null | bb head -n 1 | bb cut -d: -f1)
 	[ -n "$_dev" ] || return 0
-	case $(bb timeout 5 ${BB:+"$BB"} dd if="$P$_dev" bs=1 skip=65732 count=2 2>/dev/null | bb od -An -tu2 | bb tr -d ' ') in
+	case $(bb timeout 5 ${BB:+"$BB"} dd if="$PREFIX$_dev" bs=1 skip=65732 count=2 2>/dev/null | bb od -An -tu2 | bb tr -d ' ') in
 	0) echo crc32c ;;
 	1) echo xxhash64 ;;
 	2) echo sha256 ;;
@@ -583,36 +247,36 @@ modcheck() {
 	_csum=""
 	[ "$_fstype" = btrfs ] && _csum=$(btrfs_csum)
 	bb tr '\0' '\n' <"$MODDIR/modules.builtin.modinfo" 2>/dev/null | bb grep -E '^[^.]+[.](alias|softdep)=' \
-		>"$W/builtin.info"
-	: >"$W/kodeps"
+		>"$WORKDIR/builtin.info"
+	: >"$WORKDIR/kodeps"
 	_pass=0
 	# Each pass may follow modules whose .ko says more than modules.dep; read those and walk again.
 	while [ "$_pass" -lt 4 ]; do
 		_pass=$((_pass + 1))
 		walk_modules "$_rootfs $_csum" "$_fstype" "$_source" "$(walk_input "$MODDIR/modules.dep" dep)" \
 			"$(walk_input "$MODDIR/modules.softdep" softdep)" "$(walk_input "$MODDIR/modules.alias" alias)" \
-			"$(walk_input "$MODDIR/modules.builtin" builtin)" "$W/builtin.info" \
-			"$(walk_input "$P/proc/modules" modules)" "$B/initramfs-modules.txt" "$W/kodeps" \
-			"$(walk_input "$P/proc/crypto" crypto)"
-		[ -s "$W/follow" ] || break
+			"$(walk_input "$MODDIR/modules.builtin" builtin)" "$WORKDIR/builtin.info" \
+			"$(walk_input "$PREFIX/proc/modules" modules)" "$BUNDLE/initramfs-modules.txt" "$WORKDIR/kodeps" \
+			"$(walk_input "$PREFIX/proc/crypto" crypto)"
+		[ -s "$WORKDIR/follow" ] || break
 		while read -r _p; do
-			echo "$_p $(ko_info "$_p" depends)" >>"$W/kodeps"
-		done <"$W/follow"
+			echo "$_p $(ko_info "$_p" depends)" >>"$WORKDIR/kodeps"
+		done <"$WORKDIR/follow"
 	done
 	_rootdev=$(root_device_state)
 	if [ -n "$_rootdev" ]; then
 		# Before the last line: "result ..." stays last.
-		{ bb sed '$d' "$W/modcheck.new"; echo "rootdev $_rootdev"; bb tail -n 1 "$W/modcheck.new"; } >"$W/modcheck.tmp"
-		bb mv "$W/modcheck.tmp" "$W/modcheck.new"
+		{ bb sed '$d' "$WORKDIR/modcheck.new"; echo "rootdev $_rootdev"; bb tail -n 1 "$WORKDIR/modcheck.new"; } >"$WORKDIR/modcheck.tmp"
+		bb mv "$WORKDIR/modcheck.tmp" "$WORKDIR/modcheck.new"
 	fi
-	bb mv "$W/modcheck.new" "$B/modcheck.txt"
-	bb mv "$W/modules-dep.new" "$B/modules-dep.txt"
+	bb mv "$WORKDIR/modcheck.new" "$BUNDLE/modcheck.txt"
+	bb mv "$WORKDIR/modules-dep.new" "$BUNDLE/modules-dep.txt"
 	while read -r _line; do
 		case $_line in
 		'#'*) ;;
 		*) say "$_line" ;;
 		esac
-	done <"$B/modcheck.txt"
+	done <"$BUNDLE/modcheck.txt"
 }
 
 # blkid output: util-linux blkid when the image has it (busybox-static has no blkid applet), else a probe of
@@ -622,7 +286,7 @@ blkid_lines() {
 		bb cat "$RESCUE_BLKID"
 		return
 	fi
-	_devs=$(bb awk 'NR > 2 && NF == 4 { print "/dev/" $4 }' "$P/proc/partitions" 2>/dev/null)
+	_devs=$(bb awk 'NR > 2 && NF == 4 { print "/dev/" $4 }' "$PREFIX/proc/partitions" 2>/dev/null)
 	if [ -z "${RESCUE_BLKID:-}" ]; then
 		for _c in /sbin/blkid /usr/sbin/blkid /bin/blkid /usr/bin/blkid; do
 			if [ -x "$_c" ]; then
@@ -641,11 +305,11 @@ blkid_lines() {
 	done
 	echo "# probed (no blkid here)"
 	for _d in $_devs; do
-		[ -e "$P$_d" ] || continue
+		[ -e "$PREFIX$_d" ] || continue
 		_t=""
-		[ -n "$_fstype" ] && _t=$(bb timeout 5 "$_fstype" "$P$_d" 2>/dev/null | bb sed -n 's/^FSTYPE=//p')
+		[ -n "$_fstype" ] && _t=$(bb timeout 5 "$_fstype" "$PREFIX$_d" 2>/dev/null | bb sed -n 's/^FSTYPE=//p')
 		if [ -z "$_t" ] || [ "$_t" = unknown ]; then
-			[ "$(bb timeout 5 ${BB:+"$BB"} dd if="$P$_d" bs=1 skip=65600 count=8 2>/dev/null)" = _BHRfS_M ] && _t=btrfs
+			[ "$(bb timeout 5 ${BB:+"$BB"} dd if="$PREFIX$_d" bs=1 skip=65600 count=8 2>/dev/null)" = _BHRfS_M ] && _t=btrfs
 		fi
 		[ -n "$_t" ] && [ "$_t" != unknown ] && echo "$_d: TYPE=\"$_t\""
 	done
@@ -660,9 +324,9 @@ first_line() {
 detect_generator() {
 	if [ -n "${RESCUE_GENERATOR:-}" ]; then
 		echo "$RESCUE_GENERATOR"
-	elif [ -e "$P/scripts/functions" ]; then
+	elif [ -e "$PREFIX/scripts/functions" ]; then
 		echo initramfs-tools
-	elif [ -e "$P/lib/dracut-lib.sh" ] || [ -d "$P/lib/dracut" ]; then
+	elif [ -e "$PREFIX/lib/dracut-lib.sh" ] || [ -d "$PREFIX/lib/dracut" ]; then
 		echo dracut
 	else
 		echo custom
@@ -674,19 +338,19 @@ collect() {
 		bb cat "$RESCUE_DMESG"
 	else
 		bb dmesg -r 2>/dev/null || bb dmesg
-	fi 2>&1 | mask >"$B/dmesg.txt"
-	echo "$CMDLINE" | mask >"$B/cmdline.txt"
-	bb cat "$P/proc/modules" >"$B/modules.txt" 2>&1
-	bb cat "$P/proc/crypto" >"$B/crypto.txt" 2>&1
-	bb cat "$P/proc/filesystems" >"$B/filesystems.txt" 2>&1
-	bb cat "$P/proc/partitions" >"$B/partitions.txt" 2>&1
-	bb cat "$P/proc/mounts" 2>&1 | mask >"$B/mounts.txt"
-	blkid_lines >"$B/blkid.txt" 2>&1
-	bb ls -l "$P"/dev/disk/by-* >"$B/disks.txt" 2>&1
+	fi 2>&1 | mask >"$BUNDLE/dmesg.txt"
+	echo "$CMDLINE" | mask >"$BUNDLE/cmdline.txt"
+	bb cat "$PREFIX/proc/modules" >"$BUNDLE/modules.txt" 2>&1
+	bb cat "$PREFIX/proc/crypto" >"$BUNDLE/crypto.txt" 2>&1
+	bb cat "$PREFIX/proc/filesystems" >"$BUNDLE/filesystems.txt" 2>&1
+	bb cat "$PREFIX/proc/partitions" >"$BUNDLE/partitions.txt" 2>&1
+	bb cat "$PREFIX/proc/mounts" 2>&1 | mask >"$BUNDLE/mounts.txt"
+	blkid_lines >"$BUNDLE/blkid.txt" 2>&1
+	bb ls -l "$PREFIX"/dev/disk/by-* >"$BUNDLE/disks.txt" 2>&1
 	if [ -d "$MODDIR" ]; then
-		(cd "$MODDIR" && bb find . -name '*.ko*' | bb sed 's#^[.]/##' | bb sort) >"$B/initramfs-modules.txt"
+		(cd "$MODDIR" && bb find . -name '*.ko*' | bb sed 's#^[.]/##' | bb sort) >"$BUNDLE/initramfs-modules.txt"
 	else
-		echo "# no $MODDIR" >"$B/initramfs-modules.txt"
+		echo "# no $MODDIR" >"$BUNDLE/initramfs-modules.txt"
 	fi
 	_root=${ROOT:-}
 	[ -n "$_root" ] || _root=$(cmdline_arg root) || _root=""
@@ -702,12 +366,12 @@ collect() {
 		echo "ROOTFLAGS=$_flags"
 		echo "REASON=$REASON"
 		echo "RESCUE_VERSION=$RESCUE_VERSION"
-	} | mask >"$B/info.txt"
+	} | mask >"$BUNDLE/info.txt"
 }
 
 checksums() {
 	(
-		cd "$B" || exit 1
+		cd "$BUNDLE" || exit 1
 		bb rm -f SHA256SUMS
 		# shellcheck disable=SC2035  # the bundle's own names: no leading dashes
 		bb sha256sum *.txt >SHA256SUMS.tmp && bb mv SHA256SUMS.tmp SHA256SUMS
@@ -726,11 +390,11 @@ send() {
 	[ -n "$RESCUE_TOKEN" ] && _hdr="$_hdr token=$(header_value "$RESCUE_TOKEN")"
 	{
 		echo "$_hdr"
-		(cd "$B" && bb tar -cf - dmesg.txt cmdline.txt modules.txt crypto.txt filesystems.txt partitions.txt \
+		(cd "$BUNDLE" && bb tar -cf - dmesg.txt cmdline.txt modules.txt crypto.txt filesystems.txt partitions.txt \
 			mounts.txt blkid.txt disks.txt info.txt initramfs-modules.txt modules-dep.txt network.txt \
 			modcheck.txt SHA256SUMS)
-	} >"$W/payload"
-	_bytes=$(bb wc -c <"$W/payload")
+	} >"$WORKDIR/payload"
+	_bytes=$(bb wc -c <"$WORKDIR/payload")
 	_bytes=$((_bytes + 0))
 	_try=0
 	_err=""
@@ -742,15 +406,15 @@ send() {
 			break
 		fi
 		# busybox nc half-closes at EOF and waits for the listener to close: bound it.
-		bb timeout "$_t" "${BB:-nc}" ${BB:+nc} -w 3 "$RESCUE_HOST" "$RESCUE_PORT" <"$W/payload" \
-			>/dev/null 2>"$W/nc.err"
+		bb timeout "$_t" "${BB:-nc}" ${BB:+nc} -w 3 "$RESCUE_HOST" "$RESCUE_PORT" <"$WORKDIR/payload" \
+			>/dev/null 2>"$WORKDIR/nc.err"
 		_rc=$?
 		if [ "$_rc" = 0 ]; then
 			say "sent $_bytes bytes to $RESCUE_HOST:$RESCUE_PORT"
 			echo "$RESCUE_HOST:$RESCUE_PORT $_bytes" >"$SENT"
 			return 0
 		fi
-		_err=$(bb tail -n 1 "$W/nc.err" 2>/dev/null)
+		_err=$(bb tail -n 1 "$WORKDIR/nc.err" 2>/dev/null)
 		[ -n "$_err" ] || _err="nc exit status $_rc"
 		# A listener that is not up yet (or a route still settling): wait a little, then try again.
 		if [ "$(left)" -le 1 ]; then
@@ -780,27 +444,27 @@ if [ "$(cmdline_arg rescue)" = off ]; then
 fi
 DEADLINE=$(($(now) + RESCUE_TIMEOUT))
 
-W=${RESCUE_WORKDIR:-$P/run/rescue}
-B=$W/bundle
-bb mkdir -p "$W" || exit 1
+WORKDIR=${RESCUE_WORKDIR:-$PREFIX/run/rescue}
+BUNDLE=$WORKDIR/bundle
+bb mkdir -p "$WORKDIR" || exit 1
 # panic() may run more than once: send once per boot and reason (rescue.always=1 sends before the mount,
 # the panic script after it fails; both are worth having).
-SENT=$W/sent-$(echo "$REASON" | bb tr -c 'A-Za-z0-9_.\n-' '_')
+SENT=$WORKDIR/sent-$(echo "$REASON" | bb tr -c 'A-Za-z0-9_.\n-' '_')
 if [ -f "$SENT" ]; then
 	say "evidence already sent ($REASON) to $(bb cat "$SENT") bytes; not sending again"
 	exit 0
 fi
-if ! bb mkdir "$W/lock" 2>/dev/null; then
+if ! bb mkdir "$WORKDIR/lock" 2>/dev/null; then
 	# A collector that was killed leaves its lock behind: take it over when its process is gone.
-	_pid=$(bb cat "$W/lock/pid" 2>/dev/null)
+	_pid=$(bb cat "$WORKDIR/lock/pid" 2>/dev/null)
 	if [ -n "$_pid" ] && kill -0 "$_pid" 2>/dev/null; then
 		say "another collector is running (pid $_pid); not starting a second one"
 		exit 0
 	fi
-	bb rm -rf "$W/lock"
-	bb mkdir "$W/lock" || exit 1
+	bb rm -rf "$WORKDIR/lock"
+	bb mkdir "$WORKDIR/lock" || exit 1
 fi
-echo "$$" >"$W/lock/pid"
+echo "$$" >"$WORKDIR/lock/pid"
 # The hard bound: whatever hangs (a probe of a dying disk, a stuck tool), the shell gets its console back.
 # The work runs in a background subshell because `wait` returns on a signal, while a foreground pipeline
 # would keep the trap from running until the hung command ends.
@@ -831,18 +495,18 @@ stop_work() {
 }
 
 # Numbers, not names: klibc's sh (initramfs-tools with BUSYBOX=n) knows no EXIT.
-trap 'kill "$WATCHDOG" 2>/dev/null; bb rm -rf "$W/lock"' 0
+trap 'kill "$WATCHDOG" 2>/dev/null; bb rm -rf "$WORKDIR/lock"' 0
 trap 'stop_work; exit 1' 1 2 15
 
 main() {
-	bb rm -rf "$B"
-	bb mkdir -p "$B"
-	KERNEL=$(first_line "$P/proc/sys/kernel/osrelease")
+	bb rm -rf "$BUNDLE"
+	bb mkdir -p "$BUNDLE"
+	KERNEL=$(first_line "$PREFIX/proc/sys/kernel/osrelease")
 	[ -n "$KERNEL" ] || KERNEL=$(bb uname -r)
-	HOSTNAME_=$(first_line "$P/proc/sys/kernel/hostname")
+	HOSTNAME_=$(first_line "$PREFIX/proc/sys/kernel/hostname")
 	[ -n "$HOSTNAME_" ] || HOSTNAME_=$(bb hostname 2>/dev/null)
-	BOOT_ID=$(first_line "$P/proc/sys/kernel/random/boot_id")
-	MODDIR=$P/lib/modules/$KERNEL
+	BOOT_ID=$(first_line "$PREFIX/proc/sys/kernel/random/boot_id")
+	MODDIR=$PREFIX/lib/modules/$KERNEL
 
 	say "collecting evidence (reason: $REASON)"
 	collect

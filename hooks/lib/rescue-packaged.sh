@@ -8,24 +8,13 @@
 
 RESCUE_DATADIR=${RESCUE_DATADIR:-/usr/share/rescue}
 RESCUE_CONFFILE=${RESCUE_CONFFILE:-/etc/rescue/initramfs.conf}
+# shellcheck source=../collector/conf.sh source-path=SCRIPTDIR
+. "$RESCUE_DATADIR/collector/conf.sh"
 
 # Read the conffile into RESCUE_*; status 0 when it names a listener (RESCUE_HOST not empty).
 rescue_pkg_load() {
 	RESCUE_HOST="" RESCUE_PORT=3333 RESCUE_TOKEN_FILE="" RESCUE_IP="" RESCUE_TIMEOUT=30
-	[ -r "$RESCUE_CONFFILE" ] || return 1
-	while IFS='=' read -r _k _v || [ -n "$_k" ]; do
-		_v=${_v#\"}
-		_v=${_v%\"}
-		_v=${_v#\'}
-		_v=${_v%\'}
-		case $_k in
-		RESCUE_HOST) RESCUE_HOST=$_v ;;
-		RESCUE_PORT) RESCUE_PORT=$_v ;;
-		RESCUE_TOKEN_FILE) RESCUE_TOKEN_FILE=$_v ;;
-		RESCUE_IP) RESCUE_IP=$_v ;;
-		RESCUE_TIMEOUT) RESCUE_TIMEOUT=$_v ;;
-		esac
-	done <"$RESCUE_CONFFILE"
+	conf_read "$RESCUE_CONFFILE" RESCUE_HOST RESCUE_PORT RESCUE_TOKEN_FILE RESCUE_IP RESCUE_TIMEOUT || return 1
 	[ -n "$RESCUE_HOST" ]
 }
 

@@ -84,14 +84,14 @@ class Harness:
         *,
         kernel: Kernel | None = None,
         accel: Accel | None = None,
-        collector_script: Path | None = None,
+        collector_dir: Path | None = None,
         cache_dir: Path | None = None,
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self._kernel = kernel
         self.accel = accel or default_accel()
-        self.collector_script = collector_script
+        self.collector_dir = collector_dir
         self.cache_dir = cache_dir
 
     @property
@@ -115,7 +115,7 @@ class Harness:
                 leave_out=leave_out,
                 collector=collector,
                 files=files or {},
-                collector_script=self.collector_script,
+                collector_dir=self.collector_dir,
             )
             build_test_initrd(spec, out)
         return out

@@ -21,7 +21,7 @@ from rescue.errors import RescueError
 from rescue.harness.kernel import Kernel
 from rescue.image.cpio import CpioEntry, write_newc
 from rescue.kmod import ModuleDB
-from rescue.resources import guest_dir, hooks_dir
+from rescue.resources import collector_files, guest_dir
 from rescue.run import run
 
 BUSYBOX = Path("/bin/busybox")
@@ -37,8 +37,8 @@ class InitrdSpec:
     kernel: Kernel
     modules: Sequence[str] = DEFAULT_MODULES
     leave_out: Sequence[str] = ()  # module names to drop from the closure, e.g. ("libcrc32c",)
-    collector: bool = True  # include hooks/lib/rescue-collect.sh as /lib/rescue/collect.sh
-    collector_script: Path | None = None  # another collector than the checkout's hooks/lib/rescue-collect.sh
+    collector: bool = True  # include the collector (hooks/collector/*) as /lib/rescue/*
+    collector_dir: Path | None = None  # another collector than the checkout's hooks/collector
     config: Mapping[str, str] = field(default_factory=dict)  # /etc/rescue.conf (RESCUE_HOST=...)
     files: Mapping[str, bytes] = field(default_factory=dict)  # extra files: path in the image -> contents
 
@@ -92,15 +92,10 @@ def module_entries(kernel: Kernel, roots: Sequence[str], leave_out: Sequence[str
         return entries
 
 
-def collector_entries(config: Mapping[str, str], script: Path | None = None) -> list[CpioEntry]:
-    script = script or hooks_dir() / "lib" / "rescue-collect.sh"
-    if not script.is_file():
-        raise RescueError(f"the collector {script} is missing")
+def collector_entries(config: Mapping[str, str], directory: Path | None = None) -> list[CpioEntry]:
     conf = "".join(f"{k}={v}\n" for k, v in config.items())
-    return [
-        _file("lib/rescue/collect.sh", script.read_bytes(), 0o755),
-        _file("etc/rescue.conf", conf.encode()),
-    ]
+    files = [_file(f"lib/rescue/{f.name}", f.read_bytes(), 0o755) for f in collector_files(directory)]
+    return [*files, _file("etc/rescue.conf", conf.encode())]
 
 
 def initrd_entries(spec: InitrdSpec) -> list[CpioEntry]:
@@ -112,7 +107,7 @@ def initrd_entries(spec: InitrdSpec) -> list[CpioEntry]:
         CpioEntry(name="bin/sh", mode=stat.S_IFLNK | 0o777, data=b"busybox"),
         *klibc_entries(),
         *module_entries(spec.kernel, spec.modules, spec.leave_out),
-        *(collector_entries(spec.config, spec.collector_script) if spec.collector else []),
+        *(collector_entries(spec.config, spec.collector_dir) if spec.collector else []),
         *(_file(name.lstrip("/"), data) for name, data in spec.files.items()),
     ]
     # The kernel opens /dev/console before /init runs, before devtmpfs is mounted: it must be in the archive.

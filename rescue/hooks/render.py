@@ -1,7 +1,7 @@
 """`rescue hooks render`: the shell of hooks/ laid out for a generator, with the configuration baked in.
 
 A rendered tree is self-contained. For initramfs-tools it is laid out like a confdir (hooks/rescue,
-scripts/panic/rescue, scripts/local-premount/rescue, rescue/collect.sh, rescue/rescue.conf), so
+scripts/panic/rescue, scripts/local-premount/rescue, rescue/collector/*, rescue/rescue.conf), so
 `cp -a DIR/. /etc/initramfs-tools/` or `mkinitramfs -d CONFDIR` works with no other file. For dracut it is a
 modules.d tree (90rescue-send/...).
 """
@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from rescue.errors import RescueError
-from rescue.resources import hooks_dir
+from rescue.resources import collector_files, hooks_dir
 from rescue.tokens import TOKEN
 
 DRACUT_MODULE = "90rescue-send"  # dracut already ships a module called "rescue"
@@ -77,19 +77,19 @@ def no_links(base: Path, rel: Path) -> None:
 def layout(flavor: Flavor, config: Config) -> list[tuple[Path, Path | str, int]]:
     """(path relative to the target, source file or text, mode) of every file the flavor installs."""
     src = hooks_dir()
-    collector = src / "lib" / "rescue-collect.sh"
+    collector = collector_files()
     files: list[tuple[Path, Path | str, int]] = []
     if flavor is Flavor.INITRAMFS_TOOLS:
         base = src / "initramfs-tools"
         for name in ("hooks/rescue", "scripts/panic/rescue", "scripts/local-premount/rescue"):
             files.append((Path(name), base / name, 0o755))
-        files.append((Path("rescue/collect.sh"), collector, 0o755))
+        files += [(Path("rescue/collector") / f.name, f, 0o755) for f in collector]
         files.append((Path("rescue/rescue.conf"), config.text(), 0o600))
     else:
         base = src / "dracut" / DRACUT_MODULE
         for name in ("module-setup.sh", "rescue-emergency.sh"):
             files.append((Path(DRACUT_MODULE) / name, base / name, 0o755))
-        files.append((Path(DRACUT_MODULE) / "collect.sh", collector, 0o755))
+        files += [(Path(DRACUT_MODULE) / "collector" / f.name, f, 0o755) for f in collector]
         files.append((Path(DRACUT_MODULE) / "rescue.conf", config.text(), 0o600))
     return files
 
@@ -97,9 +97,6 @@ def layout(flavor: Flavor, config: Config) -> list[tuple[Path, Path | str, int]]
 def render(out: Path, flavor: Flavor, config: Config) -> list[Path]:
     """Write the hooks for `flavor` under `out`; return the files written, relative to `out`."""
     config.validate()
-    collector = hooks_dir() / "lib" / "rescue-collect.sh"
-    if not collector.is_file():
-        raise RescueError(f"{collector}: missing", hint="a broken installation of rescue")
     if out.exists() and not out.is_dir():
         raise RescueError(f"{out}: exists and is not a directory")
     written: list[Path] = []

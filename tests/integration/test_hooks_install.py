@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
+
 
 def rescue(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "rescue", *args], capture_output=True, text=True, timeout=60)
@@ -41,14 +43,22 @@ def test_render_initramfs_tools_is_a_confdir(tmp_path: Path) -> None:
     proc = rescue("hooks", "render", "--out", str(out), "--host", "10.0.2.2", "--port", "4444",
                   "--token", "t0k")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    for rel in ("hooks/rescue", "scripts/panic/rescue", "scripts/local-premount/rescue", "rescue/collect.sh"):
+    for rel in (
+        "hooks/rescue",
+        "scripts/panic/rescue",
+        "scripts/local-premount/rescue",
+        "rescue/collector/collect.sh",
+    ):
         assert (out / rel).stat().st_mode & 0o777 == 0o755, rel
     conf = out / "rescue/rescue.conf"
     assert conf.stat().st_mode & 0o777 == 0o600  # it may hold the token
     lines = conf.read_text().splitlines()
     assert {"RESCUE_HOST=10.0.2.2", "RESCUE_PORT=4444", "RESCUE_TOKEN=t0k"} <= set(lines)
     repo = Path(__file__).resolve().parent.parent.parent
-    assert (out / "rescue/collect.sh").read_bytes() == (repo / "hooks/lib/rescue-collect.sh").read_bytes()
+    for name in ("collect.sh", "conf.sh", "net.sh", "modcheck.awk"):  # the whole collector, hooks/collector/
+        assert (out / "rescue/collector" / name).read_bytes() == (
+            repo / "hooks/collector" / name
+        ).read_bytes()
 
 
 def test_render_dracut_is_a_module_dir(tmp_path: Path) -> None:
@@ -56,7 +66,10 @@ def test_render_dracut_is_a_module_dir(tmp_path: Path) -> None:
     proc = rescue("hooks", "render", "--out", str(out), "--flavor", "dracut")
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (out / "90rescue-send").iterdir())
-    assert names == ["collect.sh", "module-setup.sh", "rescue-emergency.sh", "rescue.conf"]
+    assert names == ["collector", "module-setup.sh", "rescue-emergency.sh", "rescue.conf"]
+    collector = sorted(p.name for p in (REPO / "hooks/collector").iterdir())
+    assert {"collect.sh", "conf.sh", "modcheck.awk", "net.sh"} <= set(collector)
+    assert sorted(p.name for p in (out / "90rescue-send/collector").iterdir()) == collector
     assert "RESCUE_HOST=\n" in (out / "90rescue-send/rescue.conf").read_text()
 
 
@@ -246,7 +259,7 @@ def test_json_on_every_hooks_command_and_the_token_from_a_file(tmp_path: Path, i
     proc = rescue("hooks", "render", "--out", str(out), "--token-file", str(tmp_path / "token"), "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["flavor"] == "initramfs-tools" and str(out / "rescue/collect.sh") in doc["files"]
+    assert doc["flavor"] == "initramfs-tools" and str(out / "rescue/collector/collect.sh") in doc["files"]
     assert "RESCUE_TOKEN=fr0m-file" in (out / "rescue/rescue.conf").read_text().splitlines()
     assert "fr0m-file" not in proc.stdout + proc.stderr
 

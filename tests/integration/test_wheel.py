@@ -73,10 +73,12 @@ def test_version_and_render_both_flavours(installed: Installed, tmp_path: Path) 
     doc = json.loads(installed.ok("hooks", "render", "--out", str(out), "--host", "10.0.2.2", "--json"))
     assert {Path(f).relative_to(out).as_posix() for f in doc["files"]} >= {
         "hooks/rescue",
-        "rescue/collect.sh",
+        "rescue/collector/collect.sh",
+        "rescue/collector/modcheck.awk",
+        "rescue/collector/conf.sh",
     }
-    collector = (out / "rescue" / "collect.sh").read_bytes()
-    assert collector == (REPO / "hooks" / "lib" / "rescue-collect.sh").read_bytes()
+    collector = (out / "rescue" / "collector" / "collect.sh").read_bytes()
+    assert collector == (REPO / "hooks" / "collector" / "collect.sh").read_bytes()
     installed.ok("hooks", "render", "--flavor", "dracut", "--out", str(tmp_path / "d"), "--host", "h")
     assert (tmp_path / "d" / "90rescue-send" / "module-setup.sh").is_file()
 

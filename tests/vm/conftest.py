@@ -14,9 +14,9 @@ from rescue.harness.scenarios import Harness
 from tests.conftest import REPO, require
 
 
-def collector_script() -> Path:
-    # RESCUE_TEST_COLLECTOR points the images at another collector (e.g. one being developed elsewhere).
-    return Path(os.environ.get("RESCUE_TEST_COLLECTOR") or REPO / "hooks" / "lib" / "rescue-collect.sh")
+def collector_dir() -> Path:
+    # RESCUE_TEST_COLLECTOR points the images at another collector directory (one being developed elsewhere).
+    return Path(os.environ.get("RESCUE_TEST_COLLECTOR") or REPO / "hooks" / "collector")
 
 
 @pytest.fixture(scope="session")
@@ -29,11 +29,11 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         shutil.which("mkfs.btrfs", path="/sbin:/usr/sbin:/bin:/usr/bin") is not None, "btrfs-progs missing"
     )
     cache = default_cache_dir() if os.environ.get("RESCUE_CACHE") else REPO / ".cache" / "rescue"
-    yield Harness(tmp_path_factory.mktemp("vm"), collector_script=collector_script(), cache_dir=cache)
+    yield Harness(tmp_path_factory.mktemp("vm"), collector_dir=collector_dir(), cache_dir=cache)
 
 
 @pytest.fixture
 def collector() -> Path:
-    script = collector_script()
-    require(script.is_file(), f"the collector {script} is not there yet")
-    return script
+    directory = collector_dir()
+    require((directory / "collect.sh").is_file(), f"the collector {directory}/collect.sh is not there")
+    return directory

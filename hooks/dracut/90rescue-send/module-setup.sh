@@ -1,7 +1,7 @@
 #!/bin/sh
 # dracut module for rescue: when the boot fails (dracut's emergency hook), send the evidence to the rescue
 # listener. Named rescue-send because dracut already ships a module called "rescue" (03rescue).
-# `rescue hooks render --flavor dracut` puts collect.sh and rescue.conf beside this file; the Debian package
+# `rescue hooks render --flavor dracut` puts collector/ and rescue.conf beside this file; the Debian package
 # reads /etc/rescue/initramfs.conf instead and stays out of the image until that names a listener.
 # dracut images have no nc: the module brings busybox (nc, tar, sha256sum, udhcpc) and klibc ipconfig.
 
@@ -35,7 +35,7 @@ _rescue_pkg_conf() {
 check() {
 	# Without busybox's nc the image could collect but never send.
 	_rescue_busybox >/dev/null || return 1
-	[ -r "$moddir/collect.sh" ] && return 0
+	[ -r "$moddir/collector/collect.sh" ] && return 0
 	[ -r "$_rescue_pkglib" ] && _rescue_pkg_conf >/dev/null && return 0
 	return 1
 }
@@ -57,17 +57,25 @@ installkernel() {
 	return 0
 }
 
+# The collector's files, whatever they are (the directory is the list), each as /lib/rescue/NAME.
+_rescue_collector() {
+	for _f in "$1"/*; do
+		inst_simple "$_f" "/lib/rescue/${_f##*/}"
+		chmod 755 "$initdir/lib/rescue/${_f##*/}"
+	done
+}
+
 # called by dracut
 install() {
-	if [ -r "$moddir/collect.sh" ]; then
-		inst_simple "$moddir/collect.sh" /lib/rescue/collect.sh
+	if [ -r "$moddir/collector/collect.sh" ]; then
+		_rescue_collector "$moddir/collector"
 		if [ -r "$moddir/rescue.conf" ]; then
 			inst_simple "$moddir/rescue.conf" /etc/rescue.conf
 			chmod 600 "$initdir/etc/rescue.conf"
 		fi
 	else
 		_conf=$(_rescue_pkg_conf) || return 1
-		inst_simple "${_rescue_pkglib%/*}/rescue-collect.sh" /lib/rescue/collect.sh
+		_rescue_collector "${_rescue_pkglib%/lib/*}/collector"
 		mkdir -p "$initdir/etc"
 		(
 			umask 077
@@ -75,7 +83,6 @@ install() {
 		)
 		chmod 600 "$initdir/etc/rescue.conf"
 	fi
-	chmod 755 "$initdir/lib/rescue/collect.sh"
 	inst_binary "$(_rescue_busybox)" /lib/rescue/busybox
 	if [ -x /usr/lib/klibc/bin/ipconfig ]; then
 		inst_simple /usr/lib/klibc/bin/ipconfig /lib/rescue/ipconfig
