@@ -7,7 +7,7 @@ CAPTURES ?= ./captures
 
 # Debian packages the tests use as real components (busybox nc, klibc ipconfig, qemu, a Debian kernel,
 # mkinitramfs, dracut, mkfs.btrfs). `make deps` installs the missing ones.
-DEB_PACKAGES := busybox-static klibc-utils shellcheck socat iproute2 kmod cpio zstd xz-utils lz4 \
+DEB_PACKAGES := python3-venv busybox-static klibc-utils shellcheck socat iproute2 kmod cpio zstd xz-utils lz4 \
 	qemu-system-x86 initramfs-tools dracut-core btrfs-progs linux-image-cloud-amd64
 
 # What `make deb` builds the Debian package with (debhelper, dh-python, the generators of the man pages and
@@ -52,13 +52,13 @@ test: deps venv lint
 
 # The quick tiers only, for the edit-test loop.
 test-fast: venv
-	$(BIN)/pytest tests -m "not vm and not image"
+	$(BIN)/pytest tests -m "not vm and not image and not deb"
 
 lint: venv
 	$(BIN)/ruff check rescue tests scripts
 	$(BIN)/ruff format --check rescue tests scripts
 	$(BIN)/mypy
-	shellcheck -s sh $$(find hooks scripts rescue -name '*.sh' -o -path '*/initramfs-tools/*' -type f | sort -u)
+	shellcheck -x -s sh $$(find hooks scripts rescue -name '*.sh' -o -path '*/initramfs-tools/*' -type f | sort -u)
 
 bench: deps venv
 	$(BIN)/python -m tests.bench

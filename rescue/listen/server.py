@@ -128,9 +128,10 @@ class ListenServer:
                 f"cannot listen on {where}: {os.strerror(e.errno) if e.errno else e}",
                 hint="another listener may be running; pick another --port",
             ) from None
-        port = self.server.sockets[0].getsockname()[1]
+        # The address really bound: systemd's socket may name another than --bind.
+        bind, port = self.server.sockets[0].getsockname()[:2]
         self._install_signals()  # before "listening" is said: a HUP right after must find its handler
-        await self.announce(port)
+        await self.announce(bind, port)
         ticker = asyncio.ensure_future(self._tick())
         try:
             await self.stopping.wait()
@@ -139,14 +140,14 @@ class ListenServer:
             ticker.cancel()
         self.events.event("stopped", "stopped", **self.stats)
 
-    async def announce(self, port: int) -> None:
+    async def announce(self, bind: str, port: int) -> None:
         """Say where we listen and what to type on the rescue shell; the JSON event last, once all is said."""
         s = self.settings
         r = self.events
-        r.say(f"rescue listening on {s.bind}:{port}, storing under {s.dir}")
+        r.say(f"rescue listening on {bind}:{port}, storing under {s.dir}")
         try:
             # pyroute2's synchronous API runs its own event loop: keep it off ours.
-            addresses = await self.loop.run_in_executor(None, netinfo.host_addresses, s.bind)
+            addresses = await self.loop.run_in_executor(None, netinfo.host_addresses, bind)
         except Exception as e:  # netlink can be unavailable in odd containers; the listener still works
             r.say(f"(cannot list host addresses: {e})")
             addresses = [netinfo.HostAddress("HOST", 0, "?", False)]
@@ -164,7 +165,7 @@ class ListenServer:
         r.event(
             "listening",
             None,
-            bind=s.bind,
+            bind=bind,
             port=port,
             dir=str(s.dir),
             addresses=[a.address for a in addresses],

@@ -14,7 +14,7 @@ import pytest
 from rescue.harness.imagebuild import build_dracut_image, build_initramfs_tools_image
 from tests.collector_root import FakeRoot, add_fixtures, run_collector
 from tests.conftest import Listener, require
-from tests.host_kernel import KVER
+from tests.host_kernel import KVER, ko
 
 pytestmark = pytest.mark.image
 
@@ -110,10 +110,10 @@ def test_dracut_image_has_the_module(dracut_image: Path) -> None:
     files = listing(dracut_image)
     for path in ("lib/rescue/collect.sh", "lib/rescue/busybox", "lib/rescue/ipconfig", "etc/rescue.conf",
                  "lib/dracut/hooks/emergency/50-rescue-emergency.sh",
-                 f"lib/modules/{KVER}/kernel/fs/btrfs/btrfs.ko"):  # fmt: skip
+                 f"lib/modules/{KVER}/{ko('kernel/fs/btrfs/btrfs.ko')}"):  # fmt: skip
         assert path in files, path
     assert any(p.startswith("lib/klibc-") and p.endswith(".so") for p in files)
-    assert not any(p.endswith("/libcrc32c.ko") for p in files)
+    assert not any("/libcrc32c.ko" in p for p in files)
 
 
 def test_dracut_image_unpacked(dracut_image: Path, tmp_path: Path, busybox: str, listener: Listener) -> None:
@@ -127,8 +127,8 @@ def test_dracut_image_unpacked(dracut_image: Path, tmp_path: Path, busybox: str,
 
 
 def test_missing_generator_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from rescue import imagebuild
     from rescue.errors import RescueError
+    from rescue.harness import imagebuild
 
     # The generators are installed here; a PATH lookup that finds nothing stands in for a machine without.
     monkeypatch.setattr(imagebuild.shutil, "which", lambda *a, **k: None)

@@ -47,6 +47,7 @@ def test_listener_serves_the_socket_systemd_passes(tmp_path: Path, busybox: str)
             pass_fds=(fd,),
         )
     assert lst.port == port
+    assert lst.events[-1]["bind"] == "127.0.0.1"  # the socket's own address, not --bind's
     assert nc_send(busybox, port, DMESG).returncode == 0
     event = lst.wait_for("capture")
     assert event["status"] == "complete" and "btrfs-crc32c-missing" in event["findings"]
