@@ -12,7 +12,7 @@ from typing import Any
 from rescue.diagnose.rules import RULE_ORDER, RULES_BY_ID, Context, Rule
 
 SEVERITIES = ("error", "warning", "info")
-GENERATORS = ("initramfs-tools", "dracut")
+
 MAX_EVIDENCE = 12  # per finding; a flood of identical lines proves nothing more
 MAX_PARAMS = 50  # values kept per param (symbols, modules) of one finding
 

@@ -7,7 +7,8 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
-from rescue.diagnose.findings import GENERATORS, SEVERITIES, Finding
+from rescue.diagnose.findings import SEVERITIES, Finding
+from rescue.diagnose.rules.base import GENERATORS
 from rescue.errors import printable
 
 REPORT_VERSION = 1

@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rescue.diagnose.findings import GENERATORS, Draft, Evidence
+from rescue.diagnose.findings import Draft, Evidence
 from rescue.diagnose.inputs import Inputs, clean, messages
 from rescue.diagnose.rules import RULES, Context, Match, Rule
+from rescue.diagnose.rules.base import GENERATORS
 from rescue.kmod import is_kernel_version, load_symbols
 
 _LINUX_VERSION = re.compile(r"Linux version (\S+)")

@@ -11,6 +11,7 @@ from rescue.cli import main as cli_main
 from rescue.diagnose import findings, inputs
 from rescue.diagnose.analyze import analyze_path, analyze_text
 from rescue.diagnose.rules import RULES
+from rescue.diagnose.rules.base import GENERATORS
 from rescue.errors import RescueError
 
 # Lines as the kernel (6.1 format strings), initramfs-tools 0.142, dracut 059 and busybox print them.
@@ -136,7 +137,7 @@ def test_each_rule_fires_on_its_real_message(line: str, rule_id: str, params: di
     assert finding.evidence[0].line == 1
     for key, value in params.items():
         assert value in finding.params[key], (key, finding.params)
-    assert set(finding.fix) == {"initramfs-tools", "dracut"}
+    assert set(finding.fix) == set(GENERATORS)  # initramfs-tools, dracut, mkinitcpio, booster
     assert all(finding.fix.values())
 
 

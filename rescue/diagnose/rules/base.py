@@ -7,7 +7,7 @@ busybox and the collector print it, never a bare keyword: healthy boots print pl
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -64,34 +64,52 @@ def modcheck(needle: str, pattern: str, *, support: bool = False) -> Match:
 # Fixes: what to run on the installed system (from a rescue system, chroot into it first).
 
 
-def rebuild(ctx: Context) -> tuple[str, str]:
-    if ctx.kver:
-        return f"update-initramfs -u -k {ctx.kver}", f"dracut --force --kver {ctx.kver}"
-    return "update-initramfs -u -k all", "dracut --force --regenerate-all"
-
+GENERATORS = ("initramfs-tools", "dracut", "mkinitcpio", "booster")
 
 # Where the fixes put dracut settings (not the hooks' own 90-rescue-send.conf).
 DRACUT_FIX_CONF = "/etc/dracut.conf.d/90-rescue.conf"
+MKINITCPIO_CONF = "/etc/mkinitcpio.conf"
+BOOSTER_CONF = "/etc/booster.yaml"
 
 
-def add_modules(modules: Sequence[str], ctx: Context) -> dict[str, str]:
-    modules = list(dict.fromkeys(modules))
-    mods = " ".join(modules)
-    it, dr = rebuild(ctx)
-    add_it = (
-        f"echo {mods} >> /etc/initramfs-tools/modules"
-        if len(modules) == 1
-        else (f"printf '%s\\n' {mods} >> /etc/initramfs-tools/modules")
-    )
+def rebuild(ctx: Context) -> dict[str, str]:
+    """The command that rebuilds the image, per generator (for the kernel that failed, when known)."""
+    k = ctx.kver
     return {
-        "initramfs-tools": f"{add_it}\n{it}",
-        "dracut": f"echo 'add_drivers+=\" {mods} \"' >> {DRACUT_FIX_CONF}\n{dr}",
+        "initramfs-tools": f"update-initramfs -u -k {k}" if k else "update-initramfs -u -k all",
+        "dracut": f"dracut --force --kver {k}" if k else "dracut --force --regenerate-all",
+        "mkinitcpio": "mkinitcpio -P",
+        "booster": "/usr/lib/booster/regenerate_images",
     }
 
 
-def rebuild_with(note_it: str, note_dr: str) -> FixFn:
+def add_modules(modules: Sequence[str], ctx: Context) -> dict[str, str]:
+    """Put modules into every image the generator builds, then rebuild."""
+    modules = list(dict.fromkeys(modules))
+    mods = " ".join(modules)
+    again = rebuild(ctx)
+    add = {
+        "initramfs-tools": f"echo {mods} >> /etc/initramfs-tools/modules"
+        if len(modules) == 1
+        else f"printf '%s\\n' {mods} >> /etc/initramfs-tools/modules",
+        "dracut": f"echo 'add_drivers+=\" {mods} \"' >> {DRACUT_FIX_CONF}",
+        "mkinitcpio": f"sed -i 's/^MODULES=(\\(.*\\))/MODULES=(\\1 {mods})/' {MKINITCPIO_CONF}",
+        "booster": f"# add {','.join(modules)} to modules_force_load: in {BOOSTER_CONF}",
+    }
+    return {g: f"{add[g]}\n{again[g]}" for g in GENERATORS}
+
+
+def with_rebuild(notes: str | Mapping[str, str], ctx: Context) -> dict[str, str]:
+    """Notes (one for every generator, or one per generator) followed by the rebuild command."""
+    again = rebuild(ctx)
+    per = {g: notes for g in GENERATORS} if isinstance(notes, str) else notes
+    return {g: f"{per[g]}\n{again[g]}" if per.get(g) else again[g] for g in GENERATORS}
+
+
+def rebuild_with(notes: str | Mapping[str, str]) -> FixFn:
+    """A fix that is notes, then the rebuild (for findings whose remedy a person must choose)."""
+
     def fix(_params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
-        it, dr = rebuild(ctx)
-        return {"initramfs-tools": f"{note_it}\n{it}", "dracut": f"{note_dr}\n{dr}"}
+        return with_rebuild(notes, ctx)
 
     return fix

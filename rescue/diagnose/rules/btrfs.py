@@ -8,7 +8,7 @@ from rescue.diagnose.rules.base import (
     add_modules,
     log,
     modcheck,
-    rebuild_with,
+    with_rebuild,
 )
 
 # Which module provides a checksum driver btrfs asks the crypto API for.
@@ -37,10 +37,10 @@ def _fix_csum(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
     known = [CSUM_MODULES[c] for c in params.get("csum", []) if c in CSUM_MODULES]
     if known:
         return add_modules(known, ctx)
-    return rebuild_with(
-        "# add the crypto module for the file system's checksum (btrfs inspect-internal dump-super)",
-        "# add the crypto module for the file system's checksum to add_drivers",
-    )(params, ctx)
+    return with_rebuild(
+        "# add the crypto module of the file system's checksum (btrfs inspect-internal dump-super)",
+        ctx,
+    )
 
 
 CRC32C_MISSING = Rule(

@@ -9,17 +9,22 @@ from rescue.diagnose.rules.base import (
     Context,
     Rule,
     log,
-    rebuild,
+    with_rebuild,
 )
 
 
 def _fix_firmware(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
     files = " ".join(f"/lib/firmware/{f}" for f in params.get("firmware", []))
-    it, dr = rebuild(ctx)
-    return {
-        "initramfs-tools": f"# install the package that ships {files} (apt-file search)\n{it}",
-        "dracut": f"echo 'install_items+=\" {files} \"' >> {DRACUT_FIX_CONF}\n{dr}",
-    }
+    package = f"# install the package that ships {files}"
+    return with_rebuild(
+        {
+            "initramfs-tools": f"{package} (apt-file search)",
+            "dracut": f"echo 'install_items+=\" {files} \"' >> {DRACUT_FIX_CONF}",
+            "mkinitcpio": f"{package} (pacman -F), and add it to FILES=(...) in /etc/mkinitcpio.conf",
+            "booster": f"{package} (pacman -F)",
+        },
+        ctx,
+    )
 
 
 FIRMWARE_MISSING = Rule(

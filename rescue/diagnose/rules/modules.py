@@ -10,8 +10,7 @@ from rescue.diagnose.rules.base import (
     add_modules,
     log,
     modcheck,
-    rebuild,
-    rebuild_with,
+    with_rebuild,
 )
 
 _MODULE = r"(?P<module>[\w-]+)"
@@ -27,10 +26,13 @@ def _fix_unknown_symbol(params: dict[str, list[str]], ctx: Context) -> dict[str,
     kver = ctx.kver or "$(uname -r)"
     sym = syms.split()[0]
     find = f"# find the module exporting {sym}: grep -w 'symbol:{sym}' /lib/modules/{kver}/modules.symbols"
-    return rebuild_with(
-        f"{find}\n# add that module to /etc/initramfs-tools/modules",
-        f"{find}\n# add that module to add_drivers in /etc/dracut.conf.d/",
-    )(params, ctx)
+    where = {
+        "initramfs-tools": "to /etc/initramfs-tools/modules",
+        "dracut": "to add_drivers in /etc/dracut.conf.d/",
+        "mkinitcpio": "to MODULES=(...) in /etc/mkinitcpio.conf",
+        "booster": "to modules_force_load: in /etc/booster.yaml",
+    }
+    return with_rebuild({g: f"{find}\n# add that module {w}" for g, w in where.items()}, ctx)
 
 
 def _fix_param_modules(name: str) -> FixFn:
@@ -43,13 +45,17 @@ def _fix_param_modules(name: str) -> FixFn:
 def _fix_version_mismatch(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
     mods = ", ".join(params.get("module", [])) or "the module"
     kver = ctx.kver or "KVER"
-    it, dr = rebuild(ctx)
     why = f"# {mods}: not built for the kernel that boots; reinstall the module's package"
     dkms = f"# (a module built by dkms: dkms autoinstall -k {kver})"
-    return {
-        "initramfs-tools": f"{why}\napt-get install --reinstall linux-image-{kver}\n{dkms}\n{it}",
-        "dracut": f"{why}\n# (for a kernel module: the kernel package for {kver})\n{dkms}\n{dr}",
-    }
+    return with_rebuild(
+        {
+            "initramfs-tools": f"{why}\napt-get install --reinstall linux-image-{kver}\n{dkms}",
+            "dracut": f"{why}\n# (for a kernel module: the kernel package for {kver})\n{dkms}",
+            "mkinitcpio": f"{why}\n# (for a kernel module: pacman -S the kernel package)\n{dkms}",
+            "booster": f"{why}\n# (for a kernel module: pacman -S the kernel package)\n{dkms}",
+        },
+        ctx,
+    )
 
 
 VERSION_MISMATCH = Rule(

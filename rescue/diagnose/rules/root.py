@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 from rescue.diagnose.rules.base import (
-    DRACUT_FIX_CONF,
     Cause,
     Context,
     Rule,
+    add_modules,
     log,
     modcheck,
-    rebuild,
     rebuild_with,
+    with_rebuild,
 )
 
 
 def _fix_root_device(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
     check = "# compare root= (cat /proc/cmdline) with the disks found (blkid, ls /dev/disk/by-uuid)"
-    it, dr = rebuild(ctx)
-    return {
-        "initramfs-tools": f"{check}\n# if the disk driver is missing (virtio_blk, nvme, ahci...), add it:\n"
-        f"# echo DRIVER >> /etc/initramfs-tools/modules\n{it}",
-        "dracut": f"{check}\n# if the disk driver is missing (virtio_blk, nvme, ahci...), add it:\n"
-        f"# echo 'add_drivers+=\" DRIVER \"' >> {DRACUT_FIX_CONF}\n{dr}",
-    }
+    hint = "# if the disk driver is missing (virtio_blk, nvme, ahci...), add it:"
+    add = add_modules(["DRIVER"], ctx)  # its first line adds the module; commented: DRIVER is a guess
+    return with_rebuild({g: f"{check}\n{hint}\n# {add[g].splitlines()[0].lstrip('# ')}" for g in add}, ctx)
 
 
 def _fix_root_mount(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
@@ -32,7 +28,7 @@ def _fix_root_mount(params: dict[str, list[str]], ctx: Context) -> dict[str, str
         "# compare root=, rootfstype=, rootflags= (cat /proc/cmdline) with blkid; can the image mount it?\n"
         f"rescue check-image {image} --require {fs}"
     )
-    return rebuild_with(check, check)(params, ctx)
+    return with_rebuild(check, ctx)
 
 
 UNPACK_FAILED = Rule(
@@ -43,10 +39,7 @@ UNPACK_FAILED = Rule(
         log("Initramfs unpacking failed", r"Initramfs unpacking failed: (?P<reason>.+)"),
         log("No working init found", r"No working init found"),
     ),
-    fix=rebuild_with(
-        "# the image is damaged or truncated: check free space (df -h /boot), then rebuild",
-        "# the image is damaged or truncated: check free space (df -h /boot), then rebuild",
-    ),
+    fix=rebuild_with("# the image is damaged or truncated: check free space (df -h /boot), then rebuild"),
 )
 
 ROOT_DEVICE_MISSING = Rule(
