@@ -45,6 +45,13 @@ mount --bind /proc "$root/proc"
 mount --rbind /sys "$root/sys"
 mount --rbind /dev "$root/dev"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# A machine here trusts its network's certificate authorities (/usr/local/share/ca-certificates) and points
+# pip at the system's store (/etc/pip.conf): a new machine of the same kind has both, so the new root does.
+if [ -d /usr/local/share/ca-certificates ]; then
+	cp -r /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+	chroot "$root" update-ca-certificates >/dev/null
+fi
+[ ! -f /etc/pip.conf ] || cp /etc/pip.conf "$root/etc/pip.conf"
 
 step "fresh clone"
 git clone -q "$repo" "$root/ci/rescue"

@@ -47,7 +47,7 @@ def _image(tmp_path: Path, modules: Sequence[str], name: str = "test.img", corru
         shutil.copy(HOST / rel, moddir / rel)
     for rel in modules:
         if corrupt and corrupt in rel:  # a module damaged in the image, after depmod listed it
-            (moddir / rel).write_bytes(b"\x7fELF" + b"\0" * 60)
+            (moddir / rel).write_bytes((HOST / rel).read_bytes()[:200])  # cut short
     for meta in ("modules.builtin", "modules.builtin.modinfo", "modules.order"):
         shutil.copy(HOST / meta, moddir / meta)
     (root / "lib").symlink_to("usr/lib")
@@ -169,4 +169,4 @@ def test_default_requirement_is_the_root_file_system(tmp_path: Path) -> None:
 def test_a_corrupt_module_is_named_not_passed_over(tmp_path: Path) -> None:
     report = check_image(_image(tmp_path, BTRFS_DEPS, corrupt="/btrfs.ko"), require=["btrfs"])
     assert any("btrfs.ko" in n and "unreadable module" in n for n in report.notes), report.notes
-    assert "unreadable module" in report.render()
+    assert "unreadable module" in " ".join(report.render().split())  # shown, however it wraps
