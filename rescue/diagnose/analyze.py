@@ -14,6 +14,7 @@ from rescue.diagnose.findings import build_findings
 from rescue.diagnose.inputs import Inputs, load_inputs
 from rescue.diagnose.report import Report, emit
 from rescue.diagnose.scan import context, scan
+from rescue.diagnose.unexplained import unexplained
 
 
 def analyze_inputs(inputs: Inputs) -> Report:
@@ -26,6 +27,8 @@ def analyze_inputs(inputs: Inputs) -> Report:
     if fstype and fstype != "auto":
         defaults["fs"] = fstype
     findings = build_findings(drafts, ctx, defaults)
+    if hints.failure and not any(f.severity == "error" for f in findings):
+        findings.insert(0, unexplained(inputs, hints.failure, ctx))
     return Report(
         source=inputs.source,
         findings=findings,

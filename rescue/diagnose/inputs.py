@@ -37,6 +37,47 @@ def clean(raw: str) -> str:
     return raw.strip()
 
 
+# How logs reach us pasted: mail quoting ("> ", "> > "), BBCode and HTML entities from forums, a shell
+# prompt in front of what was typed at the rescue shell.
+_QUOTED = re.compile(r"^(?:[ \t]*>)+[ \t]?")
+_MARKUP = re.compile(
+    r"\[/?(?:code|quote|b|i|u|s|pre|tt|color|size|font|spoiler|list|img|url)(?:=[^\]]*)?\]", re.I
+)
+_ENTITIES = {"&gt;": ">", "&lt;": "<", "&quot;": '"', "&#39;": "'", "&nbsp;": " ", "&amp;": "&"}
+_PROMPT = re.compile(
+    r"^(?:\(initramfs\)|dracut:/[#$]|\[rootfs [^\]]*\][#$]|rootfs:/[#$]|(?:ba)?sh-\d+\.\d+[#$]|grub>)[ \t]*"
+)
+
+
+def normalize(raw: str) -> str:
+    """One line as the machine printed it: redraws and colours resolved, then the quoting, markup and
+    prompt a paste added around it removed."""
+    line = clean(raw)
+    if line[:1] == ">":
+        line = _QUOTED.sub("", line, count=1)
+    if "[" in line:
+        line = _MARKUP.sub("", line)
+    if "&" in line:
+        for entity, char in _ENTITIES.items():
+            line = line.replace(entity, char)
+    return _PROMPT.sub("", line, count=1).strip()
+
+
+_SOFT_BREAK = re.compile(r"=\r?\n")
+_QP_BYTE = re.compile(r"=([0-9A-F]{2})")
+
+
+def unquote_printable(text: str) -> str:
+    """Mail archives keep quoted-printable bodies: '=' at a line end joins it to the next, =3D is '='.
+    Decoded only when the text looks like it ('=3D', or several soft breaks): kernel lines are full of '='."""
+    if "=3D" not in text and len(_SOFT_BREAK.findall(text)) < 3:
+        return text
+    text = _SOFT_BREAK.sub("", text)
+    return _QP_BYTE.sub(
+        lambda m: chr(int(m.group(1), 16)) if int(m.group(1), 16) < 0x80 else m.group(0), text
+    )
+
+
 def messages(text: str) -> list[tuple[str, str]]:
     """The messages in one cleaned line (console output may carry several): (as shown, without prefixes)."""
     cuts = [0]
@@ -117,7 +158,7 @@ def load_inputs(path: Path, manifest: Manifest | None = None) -> Inputs:
             f"{path}: not a text log (binary data)",
             hint="give a dmesg file, a console log or a capture directory",
         )
-    text = data.decode("utf-8", errors="replace")
+    text = unquote_printable(data.decode("utf-8", errors="replace"))
     inputs = Inputs(source=str(path), notes=notes)
     if path.name == "modcheck.txt" or text.startswith("# rescue modcheck"):
         inputs.modcheck[path.name] = text
@@ -151,7 +192,7 @@ def _load_capture(path: Path, manifest: Manifest | None) -> Inputs:
         if not is_text(data):
             inputs.notes.append(f"{f.name}: skipped, binary data")
             continue
-        text = data.decode("utf-8", errors="replace")
+        text = unquote_printable(data.decode("utf-8", errors="replace"))
         if f.name == "modcheck.txt":
             inputs.modcheck[f.name] = text
         elif f.name == "info.txt":

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rescue.diagnose.findings import Draft, Evidence
-from rescue.diagnose.inputs import Inputs, clean, messages
+from rescue.diagnose.inputs import Inputs, clean, messages, normalize
 from rescue.diagnose.rules import RULES, Context, Match, Rule
 from rescue.diagnose.rules.base import GENERATORS
 from rescue.kmod import is_kernel_version, load_symbols
@@ -39,6 +39,7 @@ class Hints:
     initramfs_tools: int = 0
     kernels: dict[str, int] = field(default_factory=dict)
     cmdline: str = ""
+    failure: Evidence | None = None  # the first line that shows the boot failed (a shell, a panic)
 
     def see(self, found: list[tuple[str, str]]) -> None:
         for _, message in found:
@@ -51,7 +52,15 @@ class Hints:
                 self.cmdline = message[len("Kernel command line: ") :]
 
 
-_HINT_WORDS = re.compile(r"dracut|Begin: |ALERT!|Loading, please wait|Linux version|Kernel command line")
+# What shows that a boot failed, whatever the cause: a generator dropping to its shell, a panic.
+_FAILURE = re.compile(
+    r"Dropping to a shell|dropped into an emergency shell|You are in emergency mode|Entering emergency mode|"
+    r"Kernel panic - not syncing|Could not boot|Attempted to kill init|Give root password for maintenance|"
+    r"Bailing out\. You are on your own"
+)
+_HINT_WORDS = re.compile(
+    r"dracut|Begin: |ALERT!|Loading, please wait|Linux version|Kernel command line|" + _FAILURE.pattern
+)
 
 
 def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
@@ -64,15 +73,18 @@ def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
         for name, text in files.items():
             for number, raw in enumerate(text.split("\n"), 1):
                 lines += 1
-                # Colours can sit inside a message (systemd's unit names): look at such lines cleaned.
+                # Colours can sit inside a message (systemd's unit names): look at such lines cleaned. The
+                # needles survive a paste's quoting and markup, so only the lines they pick are normalised.
                 probe = clean(raw) if "\x1b" in raw else raw
                 hint = source == "log" and _HINT_WORDS.search(probe) is not None
                 if not hint and not needles.search(probe):
                     continue
-                shown = probe if probe is not raw else clean(raw)
+                shown = normalize(raw)
                 found = messages(shown) if source == "log" else [(shown, shown)]
                 if hint:
                     hints.see(found)
+                    if hints.failure is None and _FAILURE.search(shown):
+                        hints.failure = Evidence(name, number, shown[:300])
                 for piece, message in found:
                     if needles.search(message):
                         _match_line(rules, message, Evidence(name, number, piece[:300]), drafts)
