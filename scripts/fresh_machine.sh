@@ -18,6 +18,7 @@ cleanup() {
 	for m in dev/pts dev sys proc; do
 		umount -l "$root/$m" 2>/dev/null || true
 	done
+	umount -l "$root" 2>/dev/null || true
 }
 trap cleanup 0 1 2 15
 
@@ -41,6 +42,10 @@ debootstrap --variant=minbase --include=python3,make,git,ca-certificates bookwor
 	>"$work/debootstrap.log" 2>&1 || { tail -n 20 "$work/debootstrap.log"; exit 1; }
 took
 
+# The new root is a mount point of its own, as / is on a machine: `ip netns exec` and `unshare
+# --propagation` change the propagation of /, which a plain directory does not have.
+mount --bind "$root" "$root"
+mount --make-private "$root"
 mount --bind /proc "$root/proc"
 mount --rbind /sys "$root/sys"
 mount --rbind /dev "$root/dev"
