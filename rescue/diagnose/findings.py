@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rescue.diagnose.rules import RULE_ORDER, RULES_BY_ID, Context, Rule
+from rescue.diagnose.rules.base import CLEARED
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -104,7 +105,7 @@ def build_findings(
 ) -> list[Finding]:
     """Turn matched lines into findings, link consequences to causes, order root causes first."""
     findings: list[Finding] = []
-    for d in drafts:
+    for d in settle(list(drafts)):
         if not d.raised:
             continue
         params = {k: list(v) for k, v in d.params.items()}
@@ -125,6 +126,31 @@ def build_findings(
         )
     link(findings)
     return order(findings)
+
+
+def settle(drafts: list[Draft]) -> list[Draft]:
+    """The one place where lines of different rules weigh on each other (Rule.promote, Rule.yields_to,
+    rules.base.clears): drafts of a cleared rule go, support lines are promoted, moot findings yield."""
+    cleared = {d.rule.id for d in drafts if CLEARED in d.params}
+    drafts = [d for d in drafts if d.rule.id not in cleared]
+    for d in drafts:
+        p = d.rule.promote
+        if d.raised or p is None:
+            continue
+        for other in drafts:
+            if other is d or not other.raised or other.rule.id not in p.ids:
+                continue
+            values = other.params.get(p.param, {}) if p.param else {"": None}
+            if p.values is not None and not any(p.values.fullmatch(v) for v in values):
+                continue
+            d.raised = True
+            if p.absorb:
+                other.raised = False
+                d.evidence.extend(e for e in other.evidence if e not in d.evidence)
+                for key, found in other.params.items():
+                    d.params.setdefault(key, {}).update(found)
+    raised = {d.rule.id for d in drafts if d.raised}
+    return [d for d in drafts if not raised & set(d.rule.yields_to)]
 
 
 def link(findings: list[Finding]) -> None:

@@ -126,6 +126,84 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
         "module-missing",
         {"module": "virtio_blk"},
     ),
+    # Rules for the forms the public corpus (tests/data/public) shows; each line verbatim from a log there.
+    (
+        "modprobe: ERROR: could not insert 'zfs': Key was rejected by service",
+        "module-signature-rejected",
+        {"module": "zfs"},
+    ),
+    (
+        "[    9.340472] Lockdown: systemd-modules: unsigned module loading is restricted",
+        "module-signature-rejected",
+        {},
+    ),
+    ("[    0.106881] BUG: kernel NULL pointer dereference, address: 00000020", "kernel-oops", {}),
+    ("[   13.708042] Internal error: Oops: 96000005 [#1] SMP", "kernel-oops", {}),
+    (
+        "ERROR: Root device mounted successfully, but /sbin/init does not exist.",
+        "init-missing",
+        {"init": "/sbin/init"},
+    ),
+    (
+        "run-init: can't execute '/sbin/init': No such file or directory",
+        "init-missing",
+        {"init": "/sbin/init"},
+    ),
+    (
+        "panic: open /usr/lib/modules/5.9.14-arch1-1/booster.alias: no such file or directory",
+        "initramfs-kernel-mismatch",
+        {"kver": "5.9.14-arch1-1"},
+    ),
+    ("cryptsetup: cryptsetup failed, bad password or options?", "crypt-unlock-failed", {}),
+    ('volume group "vg01" not found', "lvm-volume-missing", {}),
+    ('Volume group "ubuntu-vg" not found', "lvm-volume-missing", {"vg": "ubuntu-vg"}),
+    (
+        "mdadm: /dev/md1 assembled from 1 drive - not enough to start the array",
+        "raid-assembly-failed",
+        {"device": "/dev/md1"},
+    ),
+    ("md1 : inactive sdb1[1](S)", "raid-assembly-failed", {"array": "md1"}),
+    (
+        "Message: cannot import 'rpool': pool may be in use from other system",
+        "zfs-import-failed",
+        {"pool": "rpool"},
+    ),
+    (
+        "[   10.650680] XFS (vda4): Corruption of in-memory data detected.  Shutting down filesystem",
+        "fs-corrupt",
+        {"device": "vda4"},
+    ),
+    ("BTRFS error (device bcache0): parent transid verify failed on", "fs-corrupt", {"device": "bcache0"}),
+    ("/dev/sda1: UNEXPECTED INCONSISTENCY; RUN fsck MANUALLY.", "fsck-failed", {}),
+    ("[    2.144928] dracut Warning: e2fsck returned with 16", "fsck-failed", {"code": "16"}),
+    ("Gave up waiting for suspend/resume device", "resume-device-missing", {}),
+    # init/do_mounts.c with no initramfs: the kernel's own hint, then its panic (absorbed into the cause)
+    (
+        'Please append a correct "root=" boot option; here are the available partitions:\n'
+        "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
+        "initramfs-missing",
+        {"block": "unknown-block(0,0)"},
+    ),
+    ("[    0.740641] virtio-fs: tag <root> not found", "storage-driver-missing", {"module": "virtio_pci"}),
+    (
+        "[  192.336428] dracut-initqueue[543]: Warning: dracut-initqueue: timeout, "
+        "still waiting for following initqueue hooks:",
+        "root-device-missing",
+        {},
+    ),
+    ("ERROR: device '/dev/sda11' not found. Skipping fsck.", "root-device-missing", {"device": "/dev/sda11"}),
+    # booster init/main.go: errRootMountTimeout, as its manual quotes it
+    ("booster: Timeout waiting for root filesystem", "root-device-missing", {}),
+    (
+        "[  102.917137] localhost systemd[1]: "
+        "Timed out waiting for device dev-disk-by\\x2dlabel-OS_T640.device.",
+        "root-device-missing",
+        {},
+    ),
+    ("Jul 28 02:50:18 fedora-uefi systemd[1]: Failed to mount /sysroot.", "root-mount-failed", {}),
+    # mkinitcpio init_functions: err "Failed to mount '$root' on real root" (the log cut it short)
+    ("ERROR: Failed to mount 'UUID=0b30", "root-mount-failed", {"device": "UUID=0b30"}),
+    ("    device-mapper: unknown target type: crypt", "module-missing", {"module": "crypt"}),
 ]
 
 

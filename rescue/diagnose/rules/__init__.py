@@ -4,16 +4,30 @@ rule that matches it, so a specific rule (btrfs-crc32c-missing) comes before a g
 
 from __future__ import annotations
 
-from rescue.diagnose.rules import btrfs, firmware, modules, root
+from rescue.diagnose.rules import btrfs, firmware, fs, kernel, modules, root, stack, storage
 from rescue.diagnose.rules.base import Cause, Context, FixFn, Match, Rule
 
 RULES: tuple[Rule, ...] = (
+    kernel.SIGNATURE_REJECTED,
     btrfs.CRC32C_MISSING,
     btrfs.CSUM_UNSUPPORTED,
     modules.VERSION_MISMATCH,
     modules.UNKNOWN_SYMBOL,
+    storage.STORAGE_DRIVER_MISSING,
+    # the layers under the root claim "unknown filesystem type 'LVM2_member'" before fs-module-missing
+    stack.RESUME_DEVICE_MISSING,
+    stack.CRYPT_UNLOCK_FAILED,
+    stack.RAID_ASSEMBLY_FAILED,
+    stack.LVM_VOLUME_MISSING,
+    stack.ZFS_IMPORT_FAILED,
     modules.FS_MODULE_MISSING,
+    fs.FS_CORRUPT,
+    fs.FSCK_FAILED,
     root.UNPACK_FAILED,
+    kernel.INITRAMFS_KERNEL_MISMATCH,
+    kernel.INITRAMFS_MISSING,
+    kernel.INIT_MISSING,
+    kernel.KERNEL_OOPS,
     root.ROOT_DEVICE_MISSING,
     root.ROOT_MOUNT_FAILED,
     modules.MODULE_MISSING,

@@ -7,7 +7,7 @@ busybox and the collector print it, never a bare keyword: healthy boots print pl
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -27,6 +27,18 @@ class Cause:
 
     id: str
     same: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Promote:
+    """When this rule's support lines alone raise it: a finding of one of `ids` is present (and, with `param`,
+    one of its values matches `values`). With `absorb` those findings are the same failure seen from the
+    root's side: their evidence moves into this one and they are not reported apart."""
+
+    ids: tuple[str, ...]
+    param: str | None = None
+    values: re.Pattern[str] | None = None
+    absorb: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,10 @@ class Rule:
     ignore: re.Pattern[str] | None = None  # lines that look alike but are known to be harmless
     constants: tuple[tuple[str, str], ...] = ()  # params every finding of this rule has
     from_context: tuple[str, ...] = ()  # params taken from the capture when the lines do not say (fs)
+    # Cross-line evidence, all settled in findings.settle: support lines that raise the finding given another
+    # finding; findings that make this one moot (the layer under it failed); see also clears() below.
+    promote: Promote | None = None
+    yields_to: tuple[str, ...] = ()
 
 
 def log(needle: str, pattern: str, *, support: bool = False) -> Match:
@@ -59,6 +75,45 @@ def log(needle: str, pattern: str, *, support: bool = False) -> Match:
 
 def modcheck(needle: str, pattern: str, *, support: bool = False) -> Match:
     return Match("modcheck", needle, re.compile(pattern), support)
+
+
+CLEARED = "cleared"
+
+
+def clears(needle: str, pattern: str) -> Match:
+    """A line showing the failure did not happen after all (the passphrase worked on the next try, the
+    initramfs was unpacked): when it is anywhere in the logs, the rule reports nothing."""
+    return Match("log", needle, re.compile(f"(?P<{CLEARED}>{pattern})"), support=True)
+
+
+def notes_only(notes: str | Mapping[str, str]) -> FixFn:
+    """A fix that is what to do by hand, the same for every generator or one per generator (no rebuild)."""
+
+    def fix(_params: dict[str, list[str]], _ctx: Context) -> dict[str, str]:
+        return {g: notes for g in GENERATORS} if isinstance(notes, str) else dict(notes)
+
+    return fix
+
+
+def literals_pattern(words: Iterable[str]) -> re.Pattern[str]:
+    """One regex for any of the literals, as a trie: re tries an alternation's branches one by one at every
+    position, so a flat one slows with every needle added; a trie shares their prefixes."""
+    trie: dict[str, dict] = {}  # type: ignore[type-arg]
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict) -> str:  # type: ignore[type-arg]
+        ends = "" in node
+        branches = [re.escape(ch) + build(sub) for ch, sub in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if ends else body
+
+    return re.compile(build(trie))
 
 
 # Fixes: what to run on the installed system (from a rescue system, chroot into it first).

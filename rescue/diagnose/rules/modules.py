@@ -42,6 +42,25 @@ def _fix_param_modules(name: str) -> FixFn:
     return fix
 
 
+# device-mapper target -> its module
+DM_TARGETS = {
+    "crypt": "dm_crypt",
+    "raid": "dm_raid",
+    "mirror": "dm_mirror",
+    "snapshot": "dm_snapshot",
+    "thin-pool": "dm_thin_pool",
+    "cache": "dm_cache",
+    "integrity": "dm_integrity",
+    "verity": "dm_verity",
+    "multipath": "dm_multipath",
+    "writecache": "dm_writecache",
+}
+
+
+def _fix_missing_modules(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
+    return add_modules([DM_TARGETS.get(m, m) for m in params.get("module") or ["MODULE"]], ctx)
+
+
 def _fix_version_mismatch(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
     mods = ", ".join(params.get("module", [])) or "the module"
     kver = ctx.kver or "KVER"
@@ -119,6 +138,8 @@ FS_MODULE_MISSING = Rule(
         Cause("btrfs-crc32c-missing", (("fs", "module"),)),
         Cause("module-version-mismatch", (("fs", "module"),)),
         Cause("module-unknown-symbol", (("fs", "module"),)),
+        Cause("initramfs-kernel-mismatch"),
+        Cause("module-signature-rejected", (("fs", "module"),)),
     ),
 )
 
@@ -130,8 +151,13 @@ MODULE_MISSING = Rule(
         modcheck(" missing", r"^need (?P<module>\S+) (?:dep|root) (?P<parent>\S+) missing"),
         log("not found in directory", r"modprobe: FATAL: Module (?P<module>[\w-]+) not found in directory"),
         log("not found in modules.dep", r"modprobe: module (?P<module>[\w-]+) not found in modules\.dep"),
+        # drivers/md/dm-table.c: a device-mapper target whose module (dm-crypt, dm-raid...) is missing
+        log(
+            "unknown target type", r"device-mapper: (?:table: \S+ )?unknown target type:? (?P<module>[\w-]+)"
+        ),
+        log("unknown target type", r"device-mapper: table: \S+ (?P<module>[\w-]+): unknown target type"),
     ),
-    fix=_fix_param_modules("module"),
+    fix=_fix_missing_modules,
     group_by=("module",),
 )
 

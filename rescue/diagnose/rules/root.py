@@ -47,19 +47,35 @@ ROOT_DEVICE_MISSING = Rule(
     severity="error",
     title="the root device never appeared",
     matches=(
-        log("does not exist", r"ALERT!\s+(?P<device>\S+) does not exist\.\s+Dropping to a shell!"),
+        # initramfs-tools scripts/local: panic "ALERT!  ${dev_id} does not exist.  Dropping to a shell!"
+        log("does not exist", r"ALERT!\s+(?P<device>\S+) does not exist\b"),
         # The collector's own check: initramfs-tools prints its ALERT on the console only.
         modcheck("rootdev", r"^rootdev (?P<device>\S+) missing$"),
         log("Gave up waiting for root", r"Gave up waiting for root (?:file system )?device"),
-        log("does not exist", r'dracut Warning: "?(?P<device>/dev/[^" ]+)"? does not exist'),
-        log("Could not boot", r"dracut Warning: Could not boot\."),
-        # dracut with systemd: the root device unit never became ready.
+        log("No root device specified", r"No root device specified\. Boot arguments must include a root="),
+        # dracut: "dracut Warning: ..." without systemd, "dracut-initqueue[N]: Warning: ..." with it
+        log("does not exist", r'(?:dracut Warning|\bWarning): "?(?P<device>/dev/[^" ]+)"? does not exist'),
+        log("Could not boot", r"(?:dracut Warning|\bWarning): Could not boot\."),
+        log(
+            "still waiting for following initqueue hooks",
+            r"timeout, still waiting for following initqueue hooks",
+        ),
+        log("timeout - starting timeout scripts", r"dracut-initqueue timeout - starting timeout scripts"),
+        # systemd in the initrd: the root device unit never became ready.
         log("Initrd Root Device", r"Dependency failed for .*\bInitrd Root Device\b"),
         log(
             "Timed out waiting for device",
             r"Timed out waiting for device \S+\.device(?: - (?P<device>/dev/\S+?))?\.?$",
-            support=True,
         ),
+        log("Timed out waiting for device", r"Timed out waiting for device (?P<device>/dev/\S+?)\.?$"),
+        # mkinitcpio init_functions: err "device '$1' not found. Skipping fsck."; older: "Unable to find root"
+        log(
+            "Skipping fsck",
+            r"""ERROR: device ['"]?(?P<device>[^'"\s]+)['"]? not found[.,] Skipping fsck""",
+        ),
+        log("Unable to find root device", r"Unable to find root device '?(?P<device>[^'\s]+)"),
+        # booster init
+        log("Timeout waiting for root filesystem", r"Timeout waiting for root filesystem"),
         log(
             "Cannot open root device",
             r'VFS: Cannot open root device "?(?P<device>[^" ]*)"? or (?P<block>[^:]+): '
@@ -75,6 +91,14 @@ ROOT_DEVICE_MISSING = Rule(
         Cause("module-version-mismatch"),
         Cause("module-unknown-symbol"),
         Cause("module-missing"),
+        Cause("storage-driver-missing"),
+        Cause("lvm-volume-missing"),
+        Cause("raid-assembly-failed"),
+        Cause("crypt-unlock-failed"),
+        Cause("zfs-import-failed"),
+        Cause("initramfs-kernel-mismatch"),
+        Cause("module-signature-rejected"),
+        Cause("initramfs-missing"),
     ),
 )
 
@@ -86,16 +110,22 @@ ROOT_MOUNT_FAILED = Rule(
         log("as root file system", r"Failed to mount (?P<device>\S+) as root file system"),
         log(
             " failed: ",
-            r"mount: mounting (?P<device>\S+) on (?P<target>/root|/sysroot) failed: (?P<reason>.+)",
+            r"mount: mounting (?P<device>\S+) on (?P<target>/root|/sysroot|/mnt-root)/? "
+            r"failed: (?P<reason>.+)",
         ),
         log(
             "Failed to mount -t",
             r"Failed to mount -t (?P<fs>\S+) -o \S+ (?P<device>\S+) (?P<target>/sysroot)",
         ),
-        log("Unable to mount root fs", r"VFS: Unable to mount root fs on (?P<block>\S+)"),
+        log("Unable to mount root fs", r"VFS: ?Unable to mount root fs on ?(?P<block>\S+)"),
+        # mkinitcpio init_functions: err "Failed to mount '$root' on real root"
+        log("Failed to mount '", r"ERROR: Failed to mount '(?P<device>[^'\s]+)"),
+        # dracut's own mount of the root (virtiofs, nfs, ...): die "...: failed to mount root fs"
+        log("failed to mount root fs", r"FATAL: (?P<fs>\w+): failed to mount root fs"),
         log("No filesystem could mount root", r"No filesystem could mount root, tried:"),
         # dracut with systemd: the unit's failure is on the console, mount's own words in the journal.
         log("Failed to mount sysroot.mount", r"Failed to mount sysroot\.mount\b"),
+        log("Failed to mount /sysroot", r"Failed to mount /sysroot\b"),
         log(
             "Initrd Root File System",
             r"Dependency failed for .*\bInitrd Root File System\b",
@@ -111,6 +141,15 @@ ROOT_MOUNT_FAILED = Rule(
         Cause("module-version-mismatch"),
         Cause("module-unknown-symbol"),
         Cause("module-missing"),
+        Cause("fs-corrupt"),
+        Cause("fsck-failed"),
+        Cause("lvm-volume-missing"),
+        Cause("raid-assembly-failed"),
+        Cause("crypt-unlock-failed"),
+        Cause("zfs-import-failed"),
+        Cause("storage-driver-missing"),
+        Cause("initramfs-kernel-mismatch"),
+        Cause("initramfs-missing"),
         Cause("root-device-missing"),
         Cause("initramfs-unpack-failed"),
     ),

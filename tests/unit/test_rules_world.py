@@ -1,0 +1,76 @@
+"""Alarming lines of boots that went on (verbatim from tests/data/public decoys) raise no error, and the
+cross-line rules (a failure cleared by a later line, support lines promoted) hold."""
+
+from __future__ import annotations
+
+import pytest
+
+from rescue.diagnose.analyze import analyze_text
+
+DECOYS = [
+    # b-059: an unsigned out-of-tree module taints the kernel, and loads
+    "[ 2518.680187] hello: module verification failed: "
+    "signature and/or required key missing - tainting kernel",
+    # b-062
+    "[    2.576444] PKCS#7 signature not signed with a trusted key",
+    # b-063..b-067: the btrfs banner
+    "Btrfs loaded, crc32c=crc32c-intel",
+    # b-084: mdadm finds nothing to assemble on a machine without arrays
+    "bootstrap_1 | mdadm: No arrays found in config file or automatically",
+    # b-033: ext3 and ext2 probing an ext4 root before ext4 mounts it
+    "Begin: Attaching nbd0 ... "
+    "EXT3-fs (nbd0): error: couldn't mount because of unsupported optional features (240)",
+    # b-101: a build warning, not a boot
+    "W: /sbin/fsck.xfs doesn't exist, can't install to initramfs",
+    # b-088: a user-space crash of init is not a kernel oops
+    "traps: init[1] general protection ip:b7677b33 sp:bfa5762c error:0 in libc-2.26.so[b752d000+1c5000]",
+    # a-083: NixOS waited for its root, which then appeared
+    "waiting for device /dev/rivergod/root to appear...",
+]
+
+
+@pytest.mark.parametrize("line", DECOYS)
+def test_alarming_lines_of_healthy_boots_raise_no_error(line: str) -> None:
+    report = analyze_text(line + "\n")
+    assert not [f.id for f in report.findings if f.severity == "error"], report.to_json()
+
+
+def test_a_wrong_passphrase_then_the_right_one_is_no_failure() -> None:
+    # a-043: dropbear unlock, a typo first
+    text = (
+        "cryptsetup: ERROR: crypt: cryptsetup failed, bad password or options?\n"
+        "Please unlock disk crypt:\n"
+        "cryptsetup: crypt: set up successfully\n"
+    )
+    assert [f.id for f in analyze_text(text).findings] == []
+
+
+def test_unknown_block_0_0_with_an_unpacked_initramfs_is_not_initramfs_missing() -> None:
+    text = (
+        "[    0.5] Trying to unpack rootfs image as initramfs...\n"
+        'Please append a correct "root=" boot option; here are the available partitions:\n'
+        "Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n"
+    )
+    assert [f.id for f in analyze_text(text).findings] == ["root-mount-failed"]
+
+
+def test_modules_devname_alone_is_no_mismatch_but_with_a_missing_root_it_is() -> None:
+    devname = "Warning: /lib/modules/4.10.8-1-ARCH/modules.devname not found - ignoring\n"
+    assert analyze_text(devname).findings == []
+    text = devname + "ERROR: device '/dev/sda11' not found. Skipping fsck.\n"
+    ids = [(f.id, f.caused_by) for f in analyze_text(text).findings]
+    assert ids == [
+        ("initramfs-kernel-mismatch", None),
+        ("root-device-missing", "initramfs-kernel-mismatch"),
+    ]
+
+
+def test_an_lv_on_a_failed_array_yields_to_the_array() -> None:
+    # a-059
+    text = (
+        "mdadm: unexpected failure opening /dev/md0\n"
+        "Gave up waiting for root file system device.\n"
+        "ALERT! /dev/mapper/eldir-root does not exist. Dropping to a shell!\n"
+    )
+    ids = [f.id for f in analyze_text(text).findings]
+    assert "raid-assembly-failed" in ids and "lvm-volume-missing" not in ids
