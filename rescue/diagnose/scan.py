@@ -15,7 +15,7 @@ from pathlib import Path
 from rescue.diagnose.findings import Draft, Evidence
 from rescue.diagnose.inputs import Inputs, clean, messages, normalize
 from rescue.diagnose.rules import RULES, Context, Match, Rule
-from rescue.diagnose.rules.base import GENERATORS
+from rescue.diagnose.rules.base import GENERATORS, literals_pattern
 from rescue.kmod import is_kernel_version, load_symbols
 
 _LINUX_VERSION = re.compile(r"Linux version (\S+)")
@@ -24,8 +24,7 @@ _INITRAMFS_TOOLS = re.compile(r"^(?:Begin: |Loading, please wait\.\.\.|ALERT!  )
 
 
 def _needles(source: str) -> re.Pattern[str]:
-    words = sorted({m.needle for r in RULES for m in r.matches if m.source == source})
-    return re.compile("|".join(re.escape(w) for w in words))
+    return literals_pattern({m.needle for r in RULES for m in r.matches if m.source == source})
 
 
 _NEEDLES = {"log": _needles("log"), "modcheck": _needles("modcheck")}
