@@ -52,14 +52,28 @@ class Hints:
 
 
 # What shows that a boot failed, whatever the cause: a generator dropping to its shell, a panic.
-_FAILURE = re.compile(
-    r"Dropping to a shell|dropped into an emergency shell|You are in emergency mode|Entering emergency mode|"
-    r"Kernel panic - not syncing|Could not boot|Attempted to kill init|Give root password for maintenance|"
-    r"Bailing out\. You are on your own"
+_FAILURE_WORDS = (
+    "Dropping to a shell",
+    "dropped into an emergency shell",
+    "You are in emergency mode",
+    "Entering emergency mode",
+    "Kernel panic - not syncing",
+    "Could not boot",
+    "Attempted to kill init",
+    "Give root password for maintenance",
+    "Bailing out. You are on your own",
 )
-_HINT_WORDS = re.compile(
-    r"dracut|Begin: |ALERT!|Loading, please wait|Linux version|Kernel command line|" + _FAILURE.pattern
+# What tells the generator and the kernel (Hints), and the failure.
+_HINT_LITERALS = (
+    "dracut",
+    "Begin: ",
+    "ALERT!",
+    "Loading, please wait",
+    "Linux version",
+    "Kernel command line",
 )
+_FAILURE = literals_pattern(_FAILURE_WORDS)
+_HINT_WORDS = literals_pattern(_HINT_LITERALS + _FAILURE_WORDS)
 
 
 def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
