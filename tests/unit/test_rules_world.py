@@ -74,3 +74,16 @@ def test_an_lv_on_a_failed_array_yields_to_the_array() -> None:
     )
     ids = [f.id for f in analyze_text(text).findings]
     assert "raid-assembly-failed" in ids and "lvm-volume-missing" not in ids
+
+
+def test_btrfs_crc32c_fix_names_the_driver_of_that_kernel_not_libcrc32c_by_reflex() -> None:
+    # The >= 6.14 form (reported on 6.18): crc32c is a library there; the crypto driver is crc32c-cryptoapi.
+    lines = (
+        "[   12.1] BTRFS error (device vda): error allocating crc32c hash for checksum\n"
+        "[   12.2] BTRFS error (device vda): open_ctree failed: -2\n"
+    )
+    new = analyze_text("[    0.0] Linux version 7.2.13+deb14-cloud-amd64 (gcc)\n" + lines).findings[0]
+    assert new.id == "btrfs-crc32c-missing" and "crc32c_cryptoapi" in new.fix["initramfs-tools"]
+    assert "libcrc32c" not in new.fix["dracut"]
+    old = analyze_text("[    0.0] Linux version 6.1.0-57-cloud-amd64 (gcc)\n" + lines).findings[0]
+    assert "crc32c_generic" in old.fix["initramfs-tools"]

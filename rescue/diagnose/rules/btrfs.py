@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rescue.diagnose.rules.base import (
     Context,
     Rule,
@@ -26,10 +28,22 @@ CRC32C_MODULES = {
 }
 
 
+def _crc32c_driver(kver: str | None) -> str:
+    """The module that gives the crypto API its crc32c: from 6.14 crc32c is a library built into the kernel,
+    libcrc32c and crc32c_generic are gone, and the crypto driver is crc32c-cryptoapi."""
+    parts = re.match(r"(\d+)\.(\d+)", kver or "")
+    newer = parts is not None and (int(parts.group(1)), int(parts.group(2))) >= (6, 14)
+    return "crc32c_cryptoapi" if newer else "crc32c_generic"
+
+
 def _fix_crc32c(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
-    mods = [CRC32C_MODULES.get(m, m) for m in params.get("missing", [])]
+    """The dependency the evidence shows missing on that kernel, never libcrc32c by reflex."""
+    driver = _crc32c_driver(ctx.kver)
+    mods = [driver if m in CRC32C_MODULES else m for m in params.get("missing", [])]
     for sym in params.get("symbol", []):
         mods.append(ctx.symbol_owner(sym) or "libcrc32c")
+    if params.get("hash"):  # btrfs could not get a crc32c hash from the crypto API: its driver
+        mods.append(driver)
     return add_modules(mods or ["libcrc32c"], ctx)
 
 
@@ -52,7 +66,7 @@ CRC32C_MISSING = Rule(
         log("Unknown symbol", r"\blibcrc32c: Unknown symbol (?P<symbol>\w+) \(err -?\d+\)"),
         log(
             "hash for checksum",
-            r"BTRFS error \(device [^)]*\): error allocating crc32c\S* hash for checksum",
+            r"BTRFS error \(device [^)]*\): error allocating (?P<hash>crc32c)\S* hash for checksum",
         ),
         log(
             "libcrc32c",
