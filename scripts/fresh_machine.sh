@@ -15,10 +15,12 @@ mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/nu
 mirror=${mirror:-http://deb.debian.org/debian}
 
 cleanup() {
-	for m in dev/pts dev sys proc; do
-		umount -l "$root/$m" 2>/dev/null || true
-	done
-	umount -l "$root" 2>/dev/null || true
+	# Everything mounted at or below the new root, deepest first: /proc, /sys, /dev, the root's own bind
+	# mount, and what the tests mount inside (ip netns mounts /run/netns).
+	awk -v root="$root" '$2 == root || index($2, root "/") == 1 { print $2 }' /proc/mounts | sort -r |
+		while read -r m; do
+			umount -l "$m" 2>/dev/null || true
+		done
 }
 trap cleanup 0 1 2 15
 
