@@ -21,6 +21,10 @@ def _config(args: argparse.Namespace) -> Config:
     return Config(host=args.host, port=args.port, token=token, ip=args.ip, timeout=args.timeout)
 
 
+def _kver(args: argparse.Namespace) -> str:
+    return str(args.kver or os.uname().release)
+
+
 def _say(args: argparse.Namespace, doc: dict[str, Any], lines: list[str]) -> None:
     """One JSON document with --json, else the lines for people."""
     if args.json:
@@ -52,10 +56,10 @@ def install_command(args: argparse.Namespace) -> int:
     if not config.host:
         lines.append("note: no --host baked in; boot with rescue.host=H rescue.port=P on the command line")
     if args.update:
-        _say(args, {"flavor": manifest["flavor"], "installed": files, "updated": [args.kver]}, lines)
-        update_images(Flavor(manifest["flavor"]), args.kver)
+        _say(args, {"flavor": manifest["flavor"], "installed": files, "updated": [_kver(args)]}, lines)
+        update_images(Flavor(manifest["flavor"]), _kver(args))
     else:
-        lines.append(f"the hooks take effect with the next build (update-initramfs -u -k {args.kver})")
+        lines.append(f"the hooks take effect with the next build (update-initramfs -u -k {_kver(args)})")
         _say(args, {"flavor": manifest["flavor"], "installed": files, "updated": []}, lines)
     return 0
 
@@ -66,11 +70,11 @@ def uninstall_command(args: argparse.Namespace) -> int:
         raise RescueError("--update rebuilds this system's initramfs; it cannot be used with --root")
     manifest = uninstall(root)
     files = [str(root / entry["path"]) for entry in manifest["files"]]
-    updated = [args.kver] if args.update else []
+    updated = [_kver(args)] if args.update else []
     doc = {"flavor": manifest["flavor"], "removed": files, "updated": updated}
     _say(args, doc, [f"removed {f}" for f in files])
     if args.update:
-        update_images(Flavor(manifest["flavor"]), args.kver)
+        update_images(Flavor(manifest["flavor"]), _kver(args))
     return 0
 
 
@@ -104,12 +108,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
     p.set_defaults(func=render_command)
 
-    kver = os.uname().release
     p = hsub.add_parser("install", help="install the hooks into this system (or under --root)")
     p.add_argument("--root", default="/", help="the system's root directory (default /)")
     p.add_argument("--flavor", choices=["auto", *(f.value for f in Flavor)], default="auto")
     p.add_argument("--update", action="store_true", help="rebuild the initramfs of --kver afterwards")
-    p.add_argument("--kver", default=kver, help=f"kernel version for --update (default {kver})")
+    p.add_argument("--kver", help="kernel version for --update (default: the running kernel, uname -r)")
     _add_config_args(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
     p.set_defaults(func=install_command)
@@ -117,6 +120,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = hsub.add_parser("uninstall", help="remove exactly what install added")
     p.add_argument("--root", default="/", help="the system's root directory (default /)")
     p.add_argument("--update", action="store_true", help="rebuild the initramfs of --kver afterwards")
-    p.add_argument("--kver", default=kver, help=f"kernel version for --update (default {kver})")
+    p.add_argument("--kver", help="kernel version for --update (default: the running kernel, uname -r)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
     p.set_defaults(func=uninstall_command)
