@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rescue.diagnose.rules import RULE_ORDER, RULES_BY_ID, Context, Rule
+from rescue.diagnose.rules import RULE_ORDER, RULES, RULES_BY_ID, Context, Rule
 from rescue.diagnose.rules.base import CLEARED
 
 SEVERITIES = ("error", "warning", "info")
@@ -128,14 +128,21 @@ def build_findings(
     return order(findings)
 
 
+_DERIVED = tuple(r for r in RULES if r.promote is not None and r.promote.derive)
+
+
 def settle(drafts: list[Draft]) -> list[Draft]:
     """The one place where lines of different rules weigh on each other (Rule.promote, Rule.yields_to,
     rules.base.clears): drafts of a cleared rule go, support lines are promoted, moot findings yield."""
     cleared = {d.rule.id for d in drafts if CLEARED in d.params}
     drafts = [d for d in drafts if d.rule.id not in cleared]
+    have = {d.rule.id for d in drafts}
+    drafts += [Draft(r) for r in _DERIVED if r.id not in have and r.id not in cleared]
     for d in drafts:
         p = d.rule.promote
         if d.raised or p is None:
+            continue
+        if p.given and not any(o.raised and o.rule.id in p.given for o in drafts):
             continue
         for other in drafts:
             if other is d or not other.raised or other.rule.id not in p.ids:
@@ -144,6 +151,9 @@ def settle(drafts: list[Draft]) -> list[Draft]:
             if p.values is not None and not any(p.values.fullmatch(v) for v in values):
                 continue
             d.raised = True
+            if p.derive and p.param and p.values is not None:
+                d.params.setdefault(p.param, {}).update((v, None) for v in values if p.values.fullmatch(v))
+                d.evidence.extend(e for e in other.evidence if e not in d.evidence)
             if p.absorb:
                 other.raised = False
                 d.evidence.extend(e for e in other.evidence if e not in d.evidence)

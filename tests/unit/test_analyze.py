@@ -185,6 +185,13 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
         {"block": "unknown-block(0,0)"},
     ),
     ("[    0.740641] virtio-fs: tag <root> not found", "storage-driver-missing", {"module": "virtio_pci"}),
+    # fs/ext4/super.c, fs/f2fs/super.c (b-002, a-087: crc32c; b-071: crc32)
+    (
+        "[   23.486479] Mobile-PC kernel: F2FS-fs (sda6): Cannot load crc32 driver.",
+        "module-missing",
+        {"module": "crc32"},
+    ),
+    ("[    1.486902] EXT4-fs (sda2): Cannot load crc32c driver.", "module-missing", {"module": "crc32c"}),
     (
         "[  192.336428] dracut-initqueue[543]: Warning: dracut-initqueue: timeout, "
         "still waiting for following initqueue hooks:",

@@ -26,6 +26,8 @@ DECOYS = [
     "traps: init[1] general protection ip:b7677b33 sp:bfa5762c error:0 in libc-2.26.so[b752d000+1c5000]",
     # a-083: NixOS waited for its root, which then appeared
     "waiting for device /dev/rivergod/root to appear...",
+    # a-099: busybox modprobe says this of a module built into the kernel, and the boot goes on
+    "modprobe: module virtio_blk not found in modules.dep",
 ]
 
 
@@ -87,3 +89,24 @@ def test_btrfs_crc32c_fix_names_the_driver_of_that_kernel_not_libcrc32c_by_refle
     assert "libcrc32c" not in new.fix["dracut"]
     old = analyze_text("[    0.0] Linux version 6.1.0-57-cloud-amd64 (gcc)\n" + lines).findings[0]
     assert "crc32c_generic" in old.fix["initramfs-tools"]
+
+
+def test_a_storage_driver_that_cannot_load_explains_the_missing_root() -> None:
+    # b-046 (sd_mod without t10_pi), with the root mkinitcpio then waits for in vain (a-096)
+    text = (
+        "sd_mod: Unknown symbol t10_pi_type1_crc (err -2)\n"
+        "ERROR: device '/dev/sda' not found. Skipping fsck.\n"
+    )
+    found = {f.id: f for f in analyze_text(text).findings}
+    assert set(found) == {"module-unknown-symbol", "storage-driver-missing", "root-device-missing"}
+    assert found["storage-driver-missing"].params["module"] == ["sd_mod"]
+    assert found["storage-driver-missing"].caused_by == "module-unknown-symbol"
+    assert found["root-device-missing"].caused_by == "storage-driver-missing"
+    # alone, the module is the whole story (and busybox's modules.dep line needs a failed boot)
+    assert [f.id for f in analyze_text(text.splitlines()[0] + "\n").findings] == ["module-unknown-symbol"]
+    lone = "modprobe: module virtio_blk not found in modules.dep\n"
+    assert [f.id for f in analyze_text(lone + text.splitlines()[1] + "\n").findings] == [
+        "module-missing",
+        "storage-driver-missing",
+        "root-device-missing",
+    ]

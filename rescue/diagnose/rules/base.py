@@ -33,12 +33,17 @@ class Cause:
 class Promote:
     """When this rule's support lines alone raise it: a finding of one of `ids` is present (and, with `param`,
     one of its values matches `values`). With `absorb` those findings are the same failure seen from the
-    root's side: their evidence moves into this one and they are not reported apart."""
+    root's side: their evidence moves into this one and they are not reported apart. With `derive` the rule
+    needs no line of its own: such a finding raises it, naming the matching values of `param` and showing
+    that finding's evidence, when one of `given` is present too (a storage driver that cannot load, and the
+    root's disk never appears)."""
 
     ids: tuple[str, ...]
     param: str | None = None
     values: re.Pattern[str] | None = None
     absorb: bool = False
+    derive: bool = False
+    given: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

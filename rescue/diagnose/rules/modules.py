@@ -6,6 +6,7 @@ from rescue.diagnose.rules.base import (
     Cause,
     Context,
     FixFn,
+    Promote,
     Rule,
     add_modules,
     log,
@@ -150,7 +151,14 @@ MODULE_MISSING = Rule(
     matches=(
         modcheck(" missing", r"^need (?P<module>\S+) (?:dep|root) (?P<parent>\S+) missing"),
         log("not found in directory", r"modprobe: FATAL: Module (?P<module>[\w-]+) not found in directory"),
-        log("not found in modules.dep", r"modprobe: module (?P<module>[\w-]+) not found in modules\.dep"),
+        # busybox modprobe says this of a module built into the kernel too: only with a failed boot
+        log(
+            "not found in modules.dep",
+            r"modprobe: module (?P<module>[\w-]+) not found in modules\.dep",
+            support=True,
+        ),
+        # fs/ext4/super.c, fs/f2fs/super.c: the checksum driver the file system needs did not load
+        log("Cannot load ", r"(?:EXT4|F2FS)-fs \([^)]*\): Cannot load (?P<module>crc32c?) driver"),
         # drivers/md/dm-table.c: a device-mapper target whose module (dm-crypt, dm-raid...) is missing
         log(
             "unknown target type", r"device-mapper: (?:table: \S+ )?unknown target type:? (?P<module>[\w-]+)"
@@ -159,6 +167,7 @@ MODULE_MISSING = Rule(
     ),
     fix=_fix_missing_modules,
     group_by=("module",),
+    promote=Promote(("root-device-missing", "root-mount-failed", "fs-module-missing", "init-missing")),
 )
 
 SOFTDEP_MISSING = Rule(

@@ -88,10 +88,10 @@ ROOT_DEVICE_MISSING = Rule(
         # A btrfs device is "ready" for udev and systemd only once btrfs.ko has registered it.
         Cause("btrfs-crc32c-missing", (("fs", "fs"),)),
         Cause("initramfs-unpack-failed"),
+        Cause("storage-driver-missing"),  # before the module findings that it names
         Cause("module-version-mismatch"),
         Cause("module-unknown-symbol"),
         Cause("module-missing"),
-        Cause("storage-driver-missing"),
         Cause("lvm-volume-missing"),
         Cause("raid-assembly-failed"),
         Cause("crypt-unlock-failed"),
