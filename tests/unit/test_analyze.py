@@ -185,6 +185,22 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
         {"block": "unknown-block(0,0)"},
     ),
     ("[    0.740641] virtio-fs: tag <root> not found", "storage-driver-missing", {"module": "virtio_pci"}),
+    # module-init-tools insmod (b-001), kmod insmod (b-045), a 2.6.13 kernel without "(err %d)" (b-090)
+    (
+        "insmod: error inserting '../lib/libcrc32c.ko': -1 Unknown symbol in module",
+        "btrfs-crc32c-missing",
+        {"missing": "crc32c"},
+    ),
+    (
+        "insmod: ERROR: could not insert module /usr/src/fl2000_drm/fl2000.ko: Unknown symbol in module",
+        "module-unknown-symbol",
+        {"module": "fl2000"},
+    ),
+    (
+        "Sep 20 00:58:53 localhost kernel: crc32c: Unknown symbol crc32c_le",
+        "module-unknown-symbol",
+        {"module": "crc32c", "symbol": "crc32c_le"},
+    ),
     # fs/ext4/super.c, fs/f2fs/super.c (b-002, a-087: crc32c; b-071: crc32)
     (
         "[   23.486479] Mobile-PC kernel: F2FS-fs (sda6): Cannot load crc32 driver.",

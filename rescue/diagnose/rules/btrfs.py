@@ -63,7 +63,12 @@ CRC32C_MISSING = Rule(
     title="btrfs cannot load: crc32c (libcrc32c) is missing from the initramfs",
     matches=(
         log("Unknown symbol", r"\bbtrfs: Unknown symbol (?P<symbol>crc32c\w*) \(err -?\d+\)"),
-        log("Unknown symbol", r"\blibcrc32c: Unknown symbol (?P<symbol>\w+) \(err -?\d+\)"),
+        log("Unknown symbol", r"\blibcrc32c: Unknown symbol (?P<symbol>\w+)(?: \(err -?\d+\)|\s*$)"),
+        # module-init-tools insmod (2.6): libcrc32c's own dependency, the crc32c driver, is not there
+        log(
+            "Unknown symbol in module",
+            r"insmod: error inserting '(?:[^']*/)?lib(?P<missing>crc32c)\.ko': -1 Unknown symbol in module",
+        ),
         log(
             "hash for checksum",
             r"BTRFS error \(device [^)]*\): error allocating (?P<hash>crc32c)\S* hash for checksum",
@@ -81,6 +86,11 @@ CRC32C_MISSING = Rule(
             support=True,
         ),
         log("can't insert", r"insmod: can't insert '[^']*\bbtrfs\.ko[^']*': unknown symbol", support=True),
+        log(
+            "Unknown symbol in module",
+            r"(?:insmod: ERROR|Error): could not insert module \S*\bbtrfs\.ko: Unknown symbol in module",
+            support=True,
+        ),
         log(
             "could not insert 'btrfs'",
             r"modprobe: ERROR: could not insert 'btrfs': Unknown symbol",

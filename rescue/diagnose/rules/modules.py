@@ -106,7 +106,14 @@ UNKNOWN_SYMBOL = Rule(
     severity="error",
     title="{module} cannot load: unknown symbol {symbol}",
     matches=(
-        log("Unknown symbol", _MODULE + r": Unknown symbol (?P<symbol>\w+) \(err (?P<err>-?\d+)\)"),
+        # kernel/module: "(err %d)" since 2.6.31, the bare symbol before (b-090)
+        log("Unknown symbol", _MODULE + r": Unknown symbol (?P<symbol>\w+)(?: \(err (?P<err>-?\d+)\)|\s*$)"),
+        # module-init-tools insmod (2.6 era), kmod insmod ("Error: " in its first releases)
+        log(
+            "Unknown symbol in module",
+            r"(?:insmod: error inserting '|(?:insmod: ERROR|Error): could not insert module )"
+            r"(?:[^':]*/)?(?P<module>[\w-]+)\.ko'?: (?:-1 )?Unknown symbol in module",
+        ),
         log("unknown symbol in module", _BUSYBOX_MODPROBE + r"unknown symbol in module"),
         log("Unknown symbol in module", _KMOD_MODPROBE + r"Unknown symbol in module"),
         log(
