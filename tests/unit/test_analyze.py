@@ -83,6 +83,10 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
         "initramfs-unpack-failed",
         {},
     ),
+    # init/do_mounts_rd.c (a-017, a-084)
+    ("[    1.800889] RAMDISK: EOF while reading compressed data", "initramfs-unpack-failed", {}),
+    (">  RAMDISK:Couldn't find valid RAM disk image starting at 0.", "initramfs-unpack-failed", {}),
+    ("Initramfs failed : junk in compressed archive.", "initramfs-unpack-failed", {}),  # a-020
     # initramfs-tools scripts/local local_device_setup(): panic "ALERT!  ${dev_id} does not exist. ..."
     (
         "ALERT!  UUID=4e1f6a55-7d8c-4a8e-9a53-0d2f4d6f9b11 does not exist.  Dropping to a shell!",

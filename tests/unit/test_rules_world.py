@@ -110,3 +110,13 @@ def test_a_storage_driver_that_cannot_load_explains_the_missing_root() -> None:
         "storage-driver-missing",
         "root-device-missing",
     ]
+
+
+def test_a_root_the_kernel_looks_for_after_a_failed_unpack_is_no_finding() -> None:
+    # a-017: the initrd is truncated; the kernel then tries root= itself
+    text = (
+        "[    1.800889] RAMDISK: EOF while reading compressed data\n"
+        "[    1.800892] uncompression error\n"
+        '[    1.802731] VFS: Cannot open root device "(null)" or unknown-block(0,0): error -6\n'
+    )
+    assert [f.id for f in analyze_text(text).findings] == ["initramfs-unpack-failed"]

@@ -38,6 +38,11 @@ UNPACK_FAILED = Rule(
     matches=(
         log("Initramfs unpacking failed", r"Initramfs unpacking failed: (?P<reason>.+)"),
         log("No working init found", r"No working init found"),
+        # lib/decompress_*.c error(): the reason, when the poster gives it without the kernel's prefix
+        log("junk in compressed archive", r"\bjunk in compressed archive"),
+        # init/do_mounts_rd.c: the image is not an initramfs, and not an initrd the kernel can read either
+        log("RAMDISK: EOF while reading", r"RAMDISK: EOF while reading compressed data"),
+        log("valid RAM disk image", r"RAMDISK: ?Couldn't find valid RAM disk image starting at \d+"),
     ),
     fix=rebuild_with("# the image is damaged or truncated: check free space (df -h /boot), then rebuild"),
 )
@@ -82,6 +87,8 @@ ROOT_DEVICE_MISSING = Rule(
             r"error (?P<err>-?\d+)",
         ),
     ),
+    # Without its initramfs the kernel looks for root= itself, and fails: that is no finding of its own.
+    yields_to=("initramfs-unpack-failed",),
     fix=_fix_root_device,
     from_context=("fs",),
     caused_by=(
