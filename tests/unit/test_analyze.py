@@ -83,6 +83,25 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
         "initramfs-unpack-failed",
         {},
     ),
+    # do_mounts.c, the device there (a-087: ELIBBAD); util-linux mount (a-033, a-044); booster (b-009)
+    (
+        '> VFS: Cannot open root device "sda1" or unknown-block(8,1): error -80',
+        "root-mount-failed",
+        {"device": "sda1", "err": "-80"},
+    ),
+    (
+        "[   26.240304] archlinux mount[1165]: mount: /sysroot: fsconfig system call failed: "
+        "ext4: Unknown parameter 'realtime'.",
+        "root-mount-failed",
+        {"target": "/sysroot"},
+    ),
+    (
+        ">   mount: /new_root: wrong fs type, bad option, bad superblock on /dev/vda2, missing codepage or "
+        "helper program, or other error.",
+        "root-mount-failed",
+        {"device": "/dev/vda2"},
+    ),
+    ("mount(/dev/vdb): no such file or directory", "root-mount-failed", {"device": "/dev/vdb"}),
     # init/do_mounts_rd.c (a-017, a-084)
     ("[    1.800889] RAMDISK: EOF while reading compressed data", "initramfs-unpack-failed", {}),
     (">  RAMDISK:Couldn't find valid RAM disk image starting at 0.", "initramfs-unpack-failed", {}),

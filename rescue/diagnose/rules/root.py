@@ -84,7 +84,7 @@ ROOT_DEVICE_MISSING = Rule(
         log(
             "Cannot open root device",
             r'VFS: Cannot open root device "?(?P<device>[^" ]*)"? or (?P<block>[^:]+): '
-            r"error (?P<err>-?\d+)",
+            r"error (?P<err>-?(?!(?:5|80|117)\b)\d+)",
         ),
     ),
     # Without its initramfs the kernel looks for root= itself, and fails: that is no finding of its own.
@@ -125,6 +125,24 @@ ROOT_MOUNT_FAILED = Rule(
             r"Failed to mount -t (?P<fs>\S+) -o \S+ (?P<device>\S+) (?P<target>/sysroot)",
         ),
         log("Unable to mount root fs", r"VFS: ?Unable to mount root fs on ?(?P<block>\S+)"),
+        # init/do_mounts.c: the device opened, the file system on it did not mount (EIO, ELIBBAD, EUCLEAN)
+        log(
+            "Cannot open root device",
+            r'VFS: Cannot open root device "?(?P<device>[^" ]*)"? or (?P<block>[^:]+): '
+            r"error (?P<err>-(?:5|80|117))\b",
+        ),
+        # util-linux mount(8) of the root by the initrd: the kernel refused the file system or its options
+        log(
+            "system call failed",
+            r"mount: (?P<target>/sysroot|/new_root|/root)/?: (?:fsconfig|mount\(2\)) system call failed: ",
+        ),
+        log(
+            "wrong fs type, bad option",
+            r"mount: (?P<target>/sysroot|/new_root|/root)/?: wrong fs type, bad option, bad superblock on "
+            r"(?P<device>[^,\s]+)",
+        ),
+        # booster init: mountRootFs returns fmt.Errorf("mount(%v): %v", dev, err)
+        log("mount(", r"^mount\((?P<device>/dev/[^)\s]+)\): (?P<reason>.+)"),
         # mkinitcpio init_functions: err "Failed to mount '$root' on real root"
         log("Failed to mount '", r"ERROR: Failed to mount '(?P<device>[^'\s]+)"),
         # dracut's own mount of the root (virtiofs, nfs, ...): die "...: failed to mount root fs"
