@@ -43,6 +43,8 @@ _QUOTED = re.compile(r"^(?:[ \t]*>)+[ \t]?")
 _MARKUP = re.compile(
     r"\[/?(?:code|quote|b|i|u|s|pre|tt|color|size|font|spoiler|list|img|url)(?:=[^\]]*)?\]", re.I
 )
+# an editor or a forum turns quotes typographic: mount's 'ext4' and the kernel's "root=" are ASCII
+_TYPOGRAPHIC = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 _ENTITIES = {"&gt;": ">", "&lt;": "<", "&quot;": '"', "&#39;": "'", "&nbsp;": " ", "&amp;": "&"}
 _PROMPT = re.compile(
     r"^(?:\(initramfs\)|dracut:/[#$]|\[rootfs [^\]]*\][#$]|rootfs:/[#$]|(?:ba)?sh-\d+\.\d+[#$]|grub>)[ \t]*"
@@ -60,6 +62,8 @@ def normalize(raw: str) -> str:
     if "&" in line:
         for entity, char in _ENTITIES.items():
             line = line.replace(entity, char)
+    if not line.isascii():
+        line = line.translate(_TYPOGRAPHIC)
     return _PROMPT.sub("", line, count=1).strip()
 
 

@@ -55,6 +55,7 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
     # fs/filesystems.c: pr_warn_once("request_module fs-%.*s succeeded, but still no fs?\n")
     ("[    5.0] request_module fs-btrfs succeeded, but still no fs?", "fs-module-missing", {"fs": "btrfs"}),
     ("mount: /root: unknown filesystem type 'xfs'.", "fs-module-missing", {"fs": "xfs"}),
+    ("Mount unknown filesystem type \u2018ext4\u2019", "fs-module-missing", {"fs": "ext4"}),  # b-076
     # drivers/base/firmware_loader/main.c
     (
         "[    4.5] Direct firmware load for amdgpu/green_sardine_dmcub.bin failed with error -2",

@@ -35,6 +35,8 @@ from rescue.diagnose.inputs import normalize, unquote_printable
             "mount: mounting /dev/sda1 on /root failed: No such device&gt;",
             "mount: mounting /dev/sda1 on /root failed: No such device>",
         ),
+        # b-076: typed into a forum, the quotes turned typographic
+        ("Mount unknown filesystem type \u2018ext4\u2019", "Mount unknown filesystem type 'ext4'"),
         # a kernel line is left as it is
         (
             "[    0.000000] Linux version 6.1.0-57-cloud-amd64",
