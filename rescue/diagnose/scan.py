@@ -21,6 +21,13 @@ from rescue.kmod import is_kernel_version, load_symbols
 _LINUX_VERSION = re.compile(r"Linux version (\S+)")
 _DRACUT = re.compile(r"\bdracut(?:-|: | Warning:)")
 _INITRAMFS_TOOLS = re.compile(r"^(?:Begin: |Loading, please wait\.\.\.|ALERT!  )")
+# mkinitcpio's init and init_functions: msg ":: running hook [udev]", err "device '$1' not found..."
+_MKINITCPIO = re.compile(
+    r"^(?::: running (?:early |cleanup )?hook \[|:: mounting '[^']*' on real root|:: Triggering uevents"
+    r"|ERROR: device ['\"][^'\"]*['\"] not found\. Skipping fsck)"
+)
+# booster's init logs with its name in front; its banner
+_BOOSTER = re.compile(r"^booster: |\bBooster initramfs\b")
 
 
 def _needles(source: str) -> re.Pattern[str]:
@@ -36,6 +43,8 @@ class Hints:
 
     dracut: int = 0
     initramfs_tools: int = 0
+    mkinitcpio: int = 0
+    booster: int = 0
     kernels: dict[str, int] = field(default_factory=dict)
     cmdline: str = ""
     failure: Evidence | None = None  # the first line that shows the boot failed (a shell, a panic)
@@ -44,6 +53,8 @@ class Hints:
         for _, message in found:
             self.dracut += bool(_DRACUT.search(message))
             self.initramfs_tools += bool(_INITRAMFS_TOOLS.search(message))
+            self.mkinitcpio += bool(_MKINITCPIO.search(message))
+            self.booster += bool(_BOOSTER.search(message))
             m = _LINUX_VERSION.match(message)
             if m:
                 self.kernels[m.group(1)] = self.kernels.get(m.group(1), 0) + 1
@@ -71,6 +82,12 @@ _HINT_LITERALS = (
     "Loading, please wait",
     "Linux version",
     "Kernel command line",
+    ":: running ",
+    ":: mounting '",
+    ":: Triggering uevents",
+    "Skipping fsck",
+    "booster: ",
+    "Booster initramfs",
 )
 _FAILURE = literals_pattern(_FAILURE_WORDS)
 _HINT_WORDS = literals_pattern(_HINT_LITERALS + _FAILURE_WORDS)
@@ -131,8 +148,15 @@ def context(inputs: Inputs, hints: Hints) -> Context:
         kver = max(hints.kernels, key=lambda k: hints.kernels[k])
     generator = inputs.info.get("GENERATOR")
     if generator not in GENERATORS:
-        d, i = hints.dracut, hints.initramfs_tools
-        generator = "dracut" if d > i else "initramfs-tools" if i > d else None
+        seen = {
+            "dracut": hints.dracut,
+            "initramfs-tools": hints.initramfs_tools,
+            "mkinitcpio": hints.mkinitcpio,
+            "booster": hints.booster,
+        }
+        most = max(seen.values())
+        told = [g for g, n in seen.items() if n == most]
+        generator = told[0] if most and len(told) == 1 else None
     return Context(kver=kver, generator=generator, symbol_owner=_symbol_owner(kver))
 
 

@@ -600,3 +600,30 @@ def test_modcheck_saying_the_root_device_is_missing(tmp_path: Path) -> None:
     assert report.findings[0].evidence[0].text == "rootdev /dev/vdb missing"
     present = "# rescue modcheck 1\nfstype btrfs source=blkid\nrootdev /dev/vda present\nresult ok\n"
     assert analyze_path(_capture(tmp_path / "ok", {"modcheck.txt": present})).findings == []
+
+
+@pytest.mark.parametrize(
+    ("text", "generator"),
+    [
+        # a-096: mkinitcpio's init
+        (
+            ":: Triggering uevents...\n"
+            "Waiting 10 seconds for device /dev/sda ...\n"
+            "ERROR: device '/dev/sda' not found. Skipping fsck.\n"
+            ":: mounting 'dev/sda' on real root\n"
+            "mount: /new_root: no filesystem type specified.\n",
+            "mkinitcpio",
+        ),
+        # b-009: booster's init
+        (
+            "[    0.876896] booster: ioctl(0x90009427): device or resource busy\n"
+            "mount(/dev/vdb): no such file or directory\n",
+            "booster",
+        ),
+    ],
+)
+def test_the_generator_is_told_from_its_messages(text: str, generator: str) -> None:
+    report = analyze_text(text)
+    assert report.generator == generator
+    assert f"fix ({generator})" in report.render()
+    assert all(g == generator or f"fix ({g})" not in report.render() for g in GENERATORS)
