@@ -103,6 +103,12 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
         {"device": "/dev/vda2"},
     ),
     ("mount(/dev/vdb): no such file or directory", "root-mount-failed", {"device": "/dev/vdb"}),
+    # b-049: postmarketOS mkinitfs building its image
+    (
+        "modprobe: WARNING: Module drm_kms_helper not found in directory /lib/modules/4.6.0-rc1",
+        "module-missing",
+        {"module": "drm_kms_helper"},
+    ),
     # init/do_mounts_rd.c (a-017, a-084)
     ("[    1.800889] RAMDISK: EOF while reading compressed data", "initramfs-unpack-failed", {}),
     (">  RAMDISK:Couldn't find valid RAM disk image starting at 0.", "initramfs-unpack-failed", {}),

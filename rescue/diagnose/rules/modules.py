@@ -157,7 +157,11 @@ MODULE_MISSING = Rule(
     title="{module} is needed but missing from the initramfs",
     matches=(
         modcheck(" missing", r"^need (?P<module>\S+) (?:dep|root) (?P<parent>\S+) missing"),
-        log("not found in directory", r"modprobe: FATAL: Module (?P<module>[\w-]+) not found in directory"),
+        # kmod modprobe: FATAL for the module asked for, WARNING with several (-a, an image build's loop)
+        log(
+            "not found in directory",
+            r"modprobe: (?:FATAL|WARNING): Module (?P<module>[\w-]+) not found in directory",
+        ),
         # busybox modprobe says this of a module built into the kernel too: only with a failed boot
         log(
             "not found in modules.dep",
