@@ -82,8 +82,18 @@ def unquote_printable(text: str) -> str:
     )
 
 
+_ESCAPED_NEWLINE = re.compile(r"(?:\\r)*\\n")
+
+
 def messages(text: str) -> list[tuple[str, str]]:
-    """The messages in one cleaned line (console output may carry several): (as shown, without prefixes)."""
+    """The messages in one cleaned line (console output may carry several): (as shown, without prefixes).
+    Output dumped as a C or JSON string (a debugger's look at the console buffer) has its newlines escaped."""
+    if "\\n" in text:
+        return [m for part in _ESCAPED_NEWLINE.split(text) for m in _messages(part)]
+    return _messages(text)
+
+
+def _messages(text: str) -> list[tuple[str, str]]:
     cuts = [0]
     if "[" in text:
         first = _TIME.match(text)  # a line's own level and time are not a second message

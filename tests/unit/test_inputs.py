@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from rescue.diagnose.analyze import analyze_text
-from rescue.diagnose.inputs import normalize, unquote_printable
+from rescue.diagnose.inputs import messages, normalize, unquote_printable
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,19 @@ def test_a_quoted_failure_is_diagnosed_like_a_plain_one() -> None:
     quoted = "".join(f"> > {line}\n" for line in plain.splitlines())
     assert [f.id for f in analyze_text(quoted).findings] == [f.id for f in analyze_text(plain).findings]
     assert analyze_text(quoted).findings[0].id == "btrfs-crc32c-missing"
+
+
+def test_newlines_escaped_in_a_dumped_buffer_separate_messages() -> None:
+    # a-041: the console's xmit buffer printed by gdb
+    line = (
+        "ripts/local-block ... done.\\r\\ndone.\\r\\n"
+        "Gave up waiting for suspend/resume device\\r\\ndone.\\r\\n"
+        "No root device specified. Boot arguments must include a root= parameter.\\r\\n\\r\\n"
+    )
+    assert [m for _, m in messages(line)] == [
+        "ripts/local-block ... done.",
+        "done.",
+        "Gave up waiting for suspend/resume device",
+        "done.",
+        "No root device specified. Boot arguments must include a root= parameter.",
+    ]
