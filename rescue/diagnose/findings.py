@@ -152,8 +152,11 @@ def settle(drafts: list[Draft]) -> list[Draft]:
                 continue
             d.raised = True
             if p.derive and p.param and p.values is not None:
-                d.params.setdefault(p.param, {}).update((v, None) for v in values if p.values.fullmatch(v))
-                d.evidence.extend(e for e in other.evidence if e not in d.evidence)
+                named = [v for v in values if p.values.fullmatch(v)]
+                d.params.setdefault(p.param, {}).update((v, None) for v in named)
+                # the lines that name it (the mount of /sysroot, not the file system's own complaints)
+                shown = [e for e in other.evidence if any(v in e.text for v in named)] or other.evidence
+                d.evidence.extend(e for e in shown if e not in d.evidence)
             if p.absorb:
                 other.raised = False
                 d.evidence.extend(e for e in other.evidence if e not in d.evidence)

@@ -120,3 +120,16 @@ def test_a_root_the_kernel_looks_for_after_a_failed_unpack_is_no_finding() -> No
         '[    1.802731] VFS: Cannot open root device "(null)" or unknown-block(0,0): error -6\n'
     )
     assert [f.id for f in analyze_text(text).findings] == ["initramfs-unpack-failed"]
+
+
+def test_a_damaged_root_that_mount_refuses_is_a_failed_root_mount_too() -> None:
+    # a-035: Fedora CoreOS, XFS damaged on first boot
+    text = (
+        "[   10.650680] XFS (vda4): Corruption of in-memory data detected.  Shutting down filesystem\n"
+        "[   10.679940] ignition-ostree-mount-sysroot[521]: mount: /sysroot: mount(2) system call failed: "
+        "Structure needs cleaning.\n"
+    )
+    found = {f.id: f for f in analyze_text(text).findings}
+    assert set(found) == {"fs-corrupt", "root-mount-failed"}
+    assert found["root-mount-failed"].caused_by == "fs-corrupt"
+    assert [e.line for e in found["root-mount-failed"].evidence] == [2]

@@ -24,6 +24,11 @@ FS_CORRUPT = Rule(
             "orruption",
             r"XFS \((?P<device>[^)]+)\): (?:Metadata )?[Cc]orruption (?:of in-memory data )?detected",
         ),
+        # mount(8) of the root by the initrd: root-mount-failed as well (its Promote)
+        log(
+            "Structure needs cleaning",
+            r"mount: (?P<target>/sysroot|/new_root|/root)/?: .*Structure needs cleaning",
+        ),
         log("Structure needs cleaning", r"mount(?:\(2\) system call failed|: .*): Structure needs cleaning"),
         # fs/ext4: the journal or features this kernel cannot handle read-write
         log("error loading journal", r"EXT4-fs \((?P<device>[^)]+)\): error loading journal"),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from rescue.diagnose.rules.base import (
     Cause,
     Context,
+    Promote,
     Rule,
     add_modules,
     log,
@@ -157,6 +160,8 @@ ROOT_MOUNT_FAILED = Rule(
             support=True,
         ),
     ),
+    # a damaged file system that mount(8) refused for the root (fs.FS_CORRUPT names the target)
+    promote=Promote(("fs-corrupt",), "target", re.compile(r"/sysroot|/new_root|/root"), derive=True),
     fix=_fix_root_mount,
     from_context=("fs",),
     caused_by=(
