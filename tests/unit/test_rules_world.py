@@ -133,3 +133,14 @@ def test_a_damaged_root_that_mount_refuses_is_a_failed_root_mount_too() -> None:
     assert set(found) == {"fs-corrupt", "root-mount-failed"}
     assert found["root-mount-failed"].caused_by == "fs-corrupt"
     assert [e.line for e in found["root-mount-failed"].evidence] == [2]
+
+
+def test_a_2_6_kernel_gets_its_crc32c_module_by_its_old_name() -> None:
+    # b-001 (Debian 2.6.32): libcrc32c cannot insert while crc32c.ko is away
+    text = (
+        "[    0.0] Linux version 2.6.32-5-686 (Debian 2.6.32-29)\n"
+        "insmod: error inserting '../lib/libcrc32c.ko': -1 Unknown symbol in module\n"
+    )
+    crc = analyze_text(text).findings[0]
+    assert crc.id == "btrfs-crc32c-missing"
+    assert "echo crc32c >>" in crc.fix["initramfs-tools"] and "crc32c_generic" not in crc.fix["dracut"]

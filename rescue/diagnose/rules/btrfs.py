@@ -30,10 +30,15 @@ CRC32C_MODULES = {
 
 def _crc32c_driver(kver: str | None) -> str:
     """The module that gives the crypto API its crc32c: from 6.14 crc32c is a library built into the kernel,
-    libcrc32c and crc32c_generic are gone, and the crypto driver is crc32c-cryptoapi."""
+    libcrc32c and crc32c_generic are gone, and the crypto driver is crc32c-cryptoapi; before 3.15 it was
+    crc32c.ko."""
     parts = re.match(r"(\d+)\.(\d+)", kver or "")
-    newer = parts is not None and (int(parts.group(1)), int(parts.group(2))) >= (6, 14)
-    return "crc32c_cryptoapi" if newer else "crc32c_generic"
+    version = (int(parts.group(1)), int(parts.group(2))) if parts else None
+    if version and version >= (6, 14):
+        return "crc32c_cryptoapi"
+    if version and version < (3, 15):  # crypto/crc32c.c became crc32c_generic.c in 3.15
+        return "crc32c"
+    return "crc32c_generic"
 
 
 def _fix_crc32c(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
