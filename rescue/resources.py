@@ -43,10 +43,10 @@ def collector_files(directory: Path | None = None) -> list[Path]:
     /lib/rescue/NAME. The directory is the one list the renderer, the test initramfs and the generators'
     hooks all read."""
     directory = directory or hooks_dir() / "collector"
-    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = [p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")]
     if not any(p.name == "collect.sh" for p in files):
         raise RescueError(f"{directory}: no collect.sh", hint="a broken installation: reinstall rescue")
-    return sorted(files, key=lambda p: p.name != "collect.sh")
+    return sorted(files, key=lambda p: (p.name != "collect.sh", p.name))
 
 
 def guest_dir() -> Path:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue.errors import RescueError
-from rescue.kmod import KERNEL_ENV, chosen_kernel
+from rescue.kmod import KERNEL_ENV, chosen_kernel, installed_kernels
 from rescue.run import run
 
 DEFAULT_PACKAGE = "linux-image-cloud-amd64"
@@ -132,11 +132,10 @@ def _module_version(root: Path) -> str:
 
 
 def _load(package: str, deb_version: str, root: Path) -> Kernel:
-    version = _module_version(root)
-    vmlinuz = root / "boot" / f"vmlinuz-{version}"
-    if not vmlinuz.is_file():
-        raise RescueError(f"{package} has no /boot/vmlinuz-{version}")
-    moddir = root / "lib" / "modules" / version
-    if not moddir.is_dir():
-        moddir = root / "usr" / "lib" / "modules" / version
-    return Kernel(package, deb_version, version, root, vmlinuz, moddir)
+    """The unpacked (and depmod'ed) package as a Kernel: the same lookup as for the host's own kernels."""
+    found = [k for k in installed_kernels(root) if k.vmlinuz]
+    if not found:
+        raise RescueError(f"{package}: no kernel with modules.dep and a vmlinuz in {root}")
+    k = found[-1]
+    assert k.vmlinuz is not None
+    return Kernel(package, deb_version, k.version, root, k.vmlinuz, k.moddir)
