@@ -8,14 +8,15 @@ before a general one.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rescue.diagnose.findings import Draft, Evidence
 from rescue.diagnose.inputs import Inputs, clean, messages, normalize
+from rescue.diagnose.prefilter import Prefilter, literals_pattern
 from rescue.diagnose.rules import RULES, Context, Match, Rule
-from rescue.diagnose.rules.base import GENERATORS, literals_pattern
+from rescue.diagnose.rules.base import GENERATORS
 from rescue.kmod import is_kernel_version, load_symbols
 
 _LINUX_VERSION = re.compile(r"Linux version (\S+)")
@@ -30,11 +31,11 @@ _MKINITCPIO = re.compile(
 _BOOSTER = re.compile(r"^booster: |\bBooster initramfs\b")
 
 
-def _needles(source: str) -> re.Pattern[str]:
-    return literals_pattern({m.needle for r in RULES for m in r.matches if m.source == source})
+def _needles(source: str) -> set[str]:
+    return {m.needle for r in RULES for m in r.matches if m.source == source}
 
 
-_NEEDLES = {"log": _needles("log"), "modcheck": _needles("modcheck")}
+_NEEDLES = {"log": literals_pattern(_needles("log")), "modcheck": literals_pattern(_needles("modcheck"))}
 
 
 @dataclass
@@ -91,6 +92,11 @@ _HINT_LITERALS = (
 )
 _FAILURE = literals_pattern(_FAILURE_WORDS)
 _HINT_WORDS = literals_pattern(_HINT_LITERALS + _FAILURE_WORDS)
+# The lines worth a closer look: a needle or a hint in them, over the whole text at once.
+_PREFILTER = {
+    "log": Prefilter(_needles("log") | {*_HINT_LITERALS, *_FAILURE_WORDS}),
+    "modcheck": Prefilter(_needles("modcheck")),
+}
 
 
 def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
@@ -99,10 +105,10 @@ def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
     hints = Hints()
     for source, files in (("log", inputs.logs), ("modcheck", inputs.modcheck)):
         needles = _NEEDLES[source]
-        rules = [(r, [m for m in r.matches if m.source == source]) for r in RULES]
+        rules = _BY_NEEDLE[source]
         for name, text in files.items():
-            for number, raw in enumerate(text.split("\n"), 1):
-                lines += 1
+            lines += text.count("\n") + 1
+            for index, raw in _PREFILTER[source].lines(text):
                 # Colours can sit inside a message (systemd's unit names): look at such lines cleaned. The
                 # needles survive a paste's quoting and markup, so only the lines they pick are normalised.
                 probe = clean(raw) if "\x1b" in raw else raw
@@ -114,32 +120,43 @@ def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
                 if hint:
                     hints.see(found)
                     if hints.failure is None and _FAILURE.search(shown):
-                        hints.failure = Evidence(name, number, shown[:300])
+                        hints.failure = Evidence(name, index + 1, shown[:300])
                 for piece, message in found:
                     if needles.search(message):
-                        _match_line(rules, message, Evidence(name, number, piece[:300]), drafts)
+                        _match_line(rules, message, Evidence(name, index + 1, piece[:300]), drafts)
     return list(drafts.values()), lines, hints
 
 
+def _by_needle(source: str) -> dict[str, list[tuple[int, Rule, Match]]]:
+    """needle -> the (precedence, rule, match) that need it: a line is tried only on the matches whose
+    needle it holds, in the rules' order."""
+    out: dict[str, list[tuple[int, Rule, Match]]] = {}
+    ordered = [(r, m) for r in RULES for m in r.matches if m.source == source]
+    for i, (rule, m) in enumerate(ordered):
+        out.setdefault(m.needle, []).append((i, rule, m))
+    return out
+
+
+_BY_NEEDLE = {"log": _by_needle("log"), "modcheck": _by_needle("modcheck")}
+
+
 def _match_line(
-    rules: Iterable[tuple[Rule, list[Match]]],
+    rules: dict[str, list[tuple[int, Rule, Match]]],
     message: str,
     ev: Evidence,
     drafts: dict[tuple[str, tuple[str, ...]], Draft],
 ) -> None:
-    for rule, matches in rules:
-        for m in matches:
-            if m.needle not in message:
-                continue
-            found = m.regex.search(message)
-            if not found:
-                continue
-            if rule.ignore and rule.ignore.search(message):
-                return  # known harmless: claimed, and nothing to report
-            groups = {**dict(rule.constants), **found.groupdict()}
-            key = (rule.id, tuple(groups.get(g) or "" for g in rule.group_by))
-            drafts.setdefault(key, Draft(rule)).add(ev, groups, m.support, same=message)
-            return  # the first rule that matches claims the line
+    tried = sorted(t for needle, ts in rules.items() if needle in message for t in ts)
+    for _, rule, m in tried:
+        found = m.regex.search(message)
+        if not found:
+            continue
+        if rule.ignore and rule.ignore.search(message):
+            return  # known harmless: claimed, and nothing to report
+        groups = {**dict(rule.constants), **found.groupdict()}
+        key = (rule.id, tuple(groups.get(g) or "" for g in rule.group_by))
+        drafts.setdefault(key, Draft(rule)).add(ev, groups, m.support, same=message)
+        return  # the first rule that matches claims the line
 
 
 def context(inputs: Inputs, hints: Hints) -> Context:

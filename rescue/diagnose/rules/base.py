@@ -7,7 +7,7 @@ busybox and the collector print it, never a bare keyword: healthy boots print pl
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -98,27 +98,6 @@ def notes_only(notes: str | Mapping[str, str]) -> FixFn:
         return {g: notes for g in GENERATORS} if isinstance(notes, str) else dict(notes)
 
     return fix
-
-
-def literals_pattern(words: Iterable[str]) -> re.Pattern[str]:
-    """One regex for any of the literals, as a trie: re tries an alternation's branches one by one at every
-    position, so a flat one slows with every needle added; a trie shares their prefixes."""
-    trie: dict[str, dict] = {}  # type: ignore[type-arg]
-    for w in words:
-        node = trie
-        for ch in w:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-
-    def build(node: dict) -> str:  # type: ignore[type-arg]
-        ends = "" in node
-        branches = [re.escape(ch) + build(sub) for ch, sub in sorted(node.items()) if ch]
-        if not branches:
-            return ""
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-        return f"(?:{body})?" if ends else body
-
-    return re.compile(build(trie))
 
 
 # Fixes: what to run on the installed system (from a rescue system, chroot into it first).
