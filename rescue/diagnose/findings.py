@@ -66,11 +66,20 @@ class Draft:
     raised: bool = False  # a non-support line matched
     omitted: int = 0
     seen: set[str] = field(default_factory=set)
+    # support lines that are a finding of another rule if nothing raises this one: (id, line, params)
+    otherwise: list[tuple[str, Evidence, dict[str, str | None]]] = field(default_factory=list)
 
     def add(
-        self, ev: Evidence, groups: dict[str, str | None], support: bool, same: str | None = None
+        self,
+        ev: Evidence,
+        groups: dict[str, str | None],
+        support: bool,
+        same: str | None = None,
+        otherwise: str | None = None,
     ) -> None:
         self.raised |= not support
+        if support and otherwise:
+            self.otherwise.append((otherwise, ev, groups))
         for key, value in groups.items():
             if value:
                 values = self.params.setdefault(key, {})
@@ -162,8 +171,23 @@ def settle(drafts: list[Draft]) -> list[Draft]:
                 d.evidence.extend(e for e in other.evidence if e not in d.evidence)
                 for key, found in other.params.items():
                     d.params.setdefault(key, {}).update(found)
+    drafts += _otherwise(drafts)
     raised = {d.rule.id for d in drafts if d.raised}
     return [d for d in drafts if not raised & set(d.rule.yields_to)]
+
+
+def _otherwise(drafts: list[Draft]) -> list[Draft]:
+    """Support lines of a rule nothing raised, that say a failure of their own (btrfs.ko that cannot be
+    inserted for a symbol it does not name): findings of the rule their Match names."""
+    made: dict[tuple[str, tuple[str, ...]], Draft] = {}
+    for d in drafts:
+        if d.raised:
+            continue
+        for rule_id, ev, groups in d.otherwise:
+            rule = RULES_BY_ID[rule_id]
+            key = (rule.id, tuple(groups.get(g) or "" for g in rule.group_by))
+            made.setdefault(key, Draft(rule)).add(ev, groups, support=False)
+    return list(made.values())
 
 
 def link(findings: list[Finding]) -> None:

@@ -74,7 +74,11 @@ _FAILURE_WORDS = (
     "Attempted to kill init",
     "Give root password for maintenance",
     "Bailing out. You are on your own",
+    # NixOS stage 1: fail "An error occurred in stage 1 of the boot process, which must mount the root..."
+    "An error occurred in stage 1 of the boot process",
 )
+# Debian's and Ubuntu's busybox is the initramfs-tools rescue shell only: its banner says a boot failed.
+_SHELL_BANNER = re.compile(r"BusyBox v[\d.]+\S* \((?:Ubuntu|Debian) ", re.IGNORECASE)
 # What tells the generator and the kernel (Hints), and the failure.
 _HINT_LITERALS = (
     "dracut",
@@ -89,6 +93,7 @@ _HINT_LITERALS = (
     "Skipping fsck",
     "booster: ",
     "Booster initramfs",
+    "BusyBox v",
 )
 _FAILURE = literals_pattern(_FAILURE_WORDS)
 _HINT_WORDS = literals_pattern(_HINT_LITERALS + _FAILURE_WORDS)
@@ -119,7 +124,7 @@ def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
                 found = messages(shown) if source == "log" else [(shown, shown)]
                 if hint:
                     hints.see(found)
-                    if hints.failure is None and _FAILURE.search(shown):
+                    if hints.failure is None and (_FAILURE.search(shown) or _SHELL_BANNER.search(shown)):
                         hints.failure = Evidence(name, index + 1, shown[:300])
                 for piece, message in found:
                     if needles.search(message):
@@ -153,9 +158,9 @@ def _match_line(
             continue
         if rule.ignore and rule.ignore.search(message):
             return  # known harmless: claimed, and nothing to report
-        groups = {**dict(rule.constants), **found.groupdict()}
+        groups = {**dict(rule.constants), **dict(m.constants), **found.groupdict()}
         key = (rule.id, tuple(groups.get(g) or "" for g in rule.group_by))
-        drafts.setdefault(key, Draft(rule)).add(ev, groups, m.support, same=message)
+        drafts.setdefault(key, Draft(rule)).add(ev, groups, m.support, same=message, otherwise=m.otherwise)
         return  # the first rule that matches claims the line
 
 

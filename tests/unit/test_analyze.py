@@ -73,7 +73,8 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
         "btrfs-crc32c-missing",
         {},
     ),
-    # init/initramfs.c: "Initramfs unpacking failed: %s"; init/main.c: panic("No working init found. ...")
+    # init/initramfs.c: "Initramfs unpacking failed: %s"; init/main.c: panic("No working init found. ...") is
+    # init-missing alone (with an unpacking failure, that is the finding: tests/data/analyze)
     (
         "[    1.2] Initramfs unpacking failed: ZSTD-compressed data is truncated",
         "initramfs-unpack-failed",
@@ -81,7 +82,7 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
     ),
     (
         "[    2.0] Kernel panic - not syncing: No working init found.  Try passing init= option to kernel.",
-        "initramfs-unpack-failed",
+        "init-missing",
         {},
     ),
     # do_mounts.c, the device there (a-087: ELIBBAD); util-linux mount (a-033, a-044); booster (b-009)
@@ -127,11 +128,17 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
         {"device": "/dev/disk/by-uuid/4e1f6a55"},
     ),
     ("dracut Warning: Could not boot.", "root-device-missing", {}),
-    # init/do_mounts.c (6.1) mount_block_root()
+    # init/do_mounts.c (6.1) mount_block_root(): a device the kernel knows but cannot open
+    (
+        '[    2.9] VFS: Cannot open root device "sda2" or unknown-block(8,2): error -6',
+        "root-device-missing",
+        {"device": "sda2"},
+    ),
+    # ... and one it cannot even name: the kernel looked for the root itself, so no initramfs ran
     (
         '[    2.9] VFS: Cannot open root device "vda" or unknown-block(0,0): error -6',
-        "root-device-missing",
-        {"device": "vda"},
+        "initramfs-missing",
+        {"device": "vda", "block": "unknown-block(0,0)"},
     ),
     # initramfs-tools scripts/local local_mount_root(); busybox mount's message
     ("Failed to mount /dev/vda as root file system.", "root-mount-failed", {"device": "/dev/vda"}),
@@ -147,8 +154,14 @@ RULE_CASES: list[tuple[str, str, dict[str, str]]] = [
         {"fs": "btrfs"},
     ),
     (
-        "[    3.0] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
+        "[    3.0] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(8,2)",
         "root-mount-failed",
+        {"block": "unknown-block(8,2)"},
+    ),
+    # the panic alone on unknown-block(0,0), with no sign of an image (cloud-hypervisor#963, a-038)
+    (
+        "[    3.0] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
+        "initramfs-missing",
         {"block": "unknown-block(0,0)"},
     ),
     (

@@ -19,6 +19,8 @@ class Match:
     needle: str  # a literal every matching line contains: a cheap filter before the regex
     regex: re.Pattern[str]
     support: bool = False  # only adds evidence to a finding that other lines raised
+    constants: tuple[tuple[str, str], ...] = ()  # params this kind of line names without saying them
+    otherwise: str | None = None  # a support line's own finding when nothing raises its rule
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,15 @@ class Rule:
     yields_to: tuple[str, ...] = ()
 
 
-def log(needle: str, pattern: str, *, support: bool = False) -> Match:
-    return Match("log", needle, re.compile(pattern), support)
+def log(
+    needle: str,
+    pattern: str,
+    *,
+    support: bool = False,
+    constants: tuple[tuple[str, str], ...] = (),
+    otherwise: str | None = None,
+) -> Match:
+    return Match("log", needle, re.compile(pattern), support, constants, otherwise)
 
 
 def modcheck(needle: str, pattern: str, *, support: bool = False) -> Match:

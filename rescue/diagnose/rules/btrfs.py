@@ -62,6 +62,10 @@ def _fix_csum(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
     )
 
 
+# btrfs.ko that cannot be inserted for a symbol the line does not name is crc32c's evidence; alone, it is
+# no more than that btrfs cannot load for an unknown symbol.
+_SYMBOL = "module-unknown-symbol"
+
 CRC32C_MISSING = Rule(
     id="btrfs-crc32c-missing",
     severity="error",
@@ -89,17 +93,25 @@ CRC32C_MISSING = Rule(
             "can't load module btrfs",
             r"modprobe: can't load module btrfs \([^)]*\): unknown symbol",
             support=True,
+            otherwise=_SYMBOL,
         ),
-        log("can't insert", r"insmod: can't insert '[^']*\bbtrfs\.ko[^']*': unknown symbol", support=True),
+        log(
+            "can't insert",
+            r"insmod: can't insert '[^']*\bbtrfs\.ko[^']*': unknown symbol",
+            support=True,
+            otherwise=_SYMBOL,
+        ),
         log(
             "Unknown symbol in module",
             r"(?:insmod: ERROR|Error): could not insert module \S*\bbtrfs\.ko: Unknown symbol in module",
             support=True,
+            otherwise=_SYMBOL,
         ),
         log(
             "could not insert 'btrfs'",
             r"modprobe: ERROR: could not insert 'btrfs': Unknown symbol",
             support=True,
+            otherwise=_SYMBOL,
         ),
     ),
     fix=_fix_crc32c,

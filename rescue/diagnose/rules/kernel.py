@@ -103,6 +103,8 @@ INIT_MISSING = Rule(
         # initramfs-tools init: "Target filesystem doesn't have requested ${init}." / panic "No init found."
         log("doesn't have requested", r"Target filesystem doesn't have requested (?P<init>\S+?)\.?$"),
         log("No init found", r"\bNo init found\.\s+Try passing init="),
+        # init/main.c: the kernel ran the root's init itself (no initramfs /init) and found none that works
+        log("No working init found", r"No working init found"),
         # klibc run-init
         log(
             "run-init: ",
@@ -112,7 +114,7 @@ INIT_MISSING = Rule(
         log("Cannot find init!", r"Cannot find init!"),
     ),
     # A root that never mounted has no init either: the mount failure is the finding.
-    yields_to=("root-mount-failed", "root-device-missing"),
+    yields_to=("root-mount-failed", "root-device-missing", "initramfs-unpack-failed"),
     fix=rebuild_with(
         {
             "initramfs-tools": _INIT + "(apt-get install --reinstall systemd-sysv)",
@@ -147,7 +149,12 @@ INITRAMFS_MISSING = Rule(
         "# the boot loader gave the kernel no initramfs: check the initrd line of the boot entry\n"
         "# (grub: update-grub / grub-mkconfig -o /boot/grub/grub.cfg; systemd-boot: the entry's initrd)"
     ),
-    promote=Promote(("root-device-missing", "root-mount-failed"), "block", NO_IMAGE_BLOCK, absorb=True),
+    # The kernel mounts the root itself only when no initramfs took over: unknown-block(0,0) alone says so.
+    promote=Promote(
+        ("root-device-missing", "root-mount-failed"), "block", NO_IMAGE_BLOCK, absorb=True, derive=True
+    ),
+    # the image was there but damaged: the kernel's own root search after it is no finding
+    yields_to=("initramfs-unpack-failed",),
 )
 
 _OTHER = "# the image was built for another kernel (an interrupted upgrade?): "

@@ -138,6 +138,12 @@ FS_MODULE_MISSING = Rule(
     matches=(
         log("but still no fs", r"request_module fs-(?P<fs>[\w.-]+) succeeded, but still no fs\?"),
         log("unknown filesystem type", r"unknown filesystem type '(?P<fs>[\w.-]+)'"),
+        # fs/squashfs/decompressor.c: the image's compressor is not built into this kernel's squashfs
+        log(
+            "compression. This is not supported",
+            r'Filesystem uses "(?P<compressor>\w+)" compression\. This is not supported',
+            constants=(("fs", "squashfs"),),
+        ),
         modcheck("root - missing", r"^need (?P<fs>\S+) root - missing"),
     ),
     fix=_fix_param_modules("fs"),

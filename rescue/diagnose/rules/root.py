@@ -40,7 +40,6 @@ UNPACK_FAILED = Rule(
     title="the kernel could not unpack the initramfs",
     matches=(
         log("Initramfs unpacking failed", r"Initramfs unpacking failed: (?P<reason>.+)"),
-        log("No working init found", r"No working init found"),
         # lib/decompress_*.c error(): the reason, when the poster gives it without the kernel's prefix
         log("junk in compressed archive", r"\bjunk in compressed archive"),
         # init/do_mounts_rd.c: the image is not an initramfs, and not an initrd the kernel can read either
@@ -76,6 +75,13 @@ ROOT_DEVICE_MISSING = Rule(
             r"Timed out waiting for device \S+\.device(?: - (?P<device>/dev/\S+?))?\.?$",
         ),
         log("Timed out waiting for device", r"Timed out waiting for device (?P<device>/dev/\S+?)\.?$"),
+        # NixOS stage 1 (waitDevice): "Timed out waiting for device $device, trying to mount anyway."
+        log(
+            "out waiting for device",
+            r"Timed? out waiting for device (?P<device>/dev/\S+?),? trying to mount anyway",
+        ),
+        # NVIDIA TinyLinux's initrd: its root partition search, before "Giving up..."
+        log("Partition with root filesystem not found", r"Partition with root filesystem not found"),
         # mkinitcpio init_functions: err "device '$1' not found. Skipping fsck."; older: "Unable to find root"
         log(
             "Skipping fsck",
@@ -125,7 +131,8 @@ ROOT_MOUNT_FAILED = Rule(
         ),
         log(
             "Failed to mount -t",
-            r"Failed to mount -t (?P<fs>\S+) -o \S+ (?P<device>\S+) (?P<target>/sysroot)",
+            # the device as pasted: a redacted "<uuid>" may hold a space
+            r"Failed to mount -t (?P<fs>\S+) -o \S+ (?P<device>\S.*?) (?P<target>/sysroot)\b",
         ),
         log("Unable to mount root fs", r"VFS: ?Unable to mount root fs on ?(?P<block>\S+)"),
         # init/do_mounts.c: the device opened, the file system on it did not mount (EIO, ELIBBAD, EUCLEAN)
@@ -138,6 +145,11 @@ ROOT_MOUNT_FAILED = Rule(
         log(
             "system call failed",
             r"mount: (?P<target>/sysroot|/new_root|/root)/?: (?:fsconfig|mount\(2\)) system call failed: ",
+        ),
+        # mount(8) with no rootfstype= and nothing (blkid) that recognised the device's file system
+        log(
+            "no filesystem type specified",
+            r"mount: (?P<target>/sysroot|/new_root|/root)/?: no filesystem type specified",
         ),
         log(
             "wrong fs type, bad option",
