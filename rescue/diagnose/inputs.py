@@ -24,7 +24,8 @@ _PREFIX = re.compile(
     r"(?:\[\s*[TC]\d+\]\s?)?"
 )
 # Console output interleaves kernel lines with shell output mid-line: split before each printk time.
-_TIME = re.compile(r"(?:<\d{1,3}>)?\[\s*\d+\.\d{6}\]")
+# (each branch starts with its bracket: re then skips to '<' or '[' instead of trying every position)
+_TIME = re.compile(r"<\d{1,3}>\[\s*\d+\.\d{6}\]|\[\s*\d+\.\d{6}\]")
 
 
 def clean(raw: str) -> str:
@@ -133,6 +134,9 @@ _NOT_LOGS = {
 }
 
 
+_UNREAD = _NOT_LOGS - {"modcheck.txt", "info.txt", "cmdline.txt"}
+
+
 @dataclass
 class Inputs:
     source: str
@@ -191,7 +195,12 @@ def _load_capture(path: Path, manifest: Manifest | None) -> Inputs:
             reason = manifest.reason or "no reason given"
             inputs.notes.append(f"capture status: {manifest.status} ({reason})")
     # The listener writes regular files only: a link could lead out of the capture, a FIFO could block.
-    names = [f for f in path.iterdir() if not f.is_symlink() and f.is_file() and not f.name.startswith(".")]
+    # Collector files nobody reads here are not read at all (thousands of captures can arrive at once).
+    names = [
+        f
+        for f in path.iterdir()
+        if f.name not in _UNREAD and not f.name.startswith(".") and not f.is_symlink() and f.is_file()
+    ]
     # The limit holds for the whole capture. Small files first: one huge console log must not crowd out
     # dmesg.txt and modcheck.txt.
     budget = MAX_READ

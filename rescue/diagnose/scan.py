@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rescue.diagnose.findings import Draft, Evidence
 from rescue.diagnose.inputs import Inputs, clean, messages, normalize
-from rescue.diagnose.prefilter import Prefilter, literals_pattern
+from rescue.diagnose.prefilter import Prefilter, anchor, literals_pattern
 from rescue.diagnose.rules import RULES, Context, Match, Rule
 from rescue.diagnose.rules.base import GENERATORS
 from rescue.kmod import is_kernel_version, load_symbols
@@ -110,7 +110,7 @@ def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
     hints = Hints()
     for source, files in (("log", inputs.logs), ("modcheck", inputs.modcheck)):
         needles = _NEEDLES[source]
-        rules = _BY_NEEDLE[source]
+        rules = _BY_ANCHOR[source]
         for name, text in files.items():
             lines += text.count("\n") + 1
             for index, raw in _PREFILTER[source].lines(text):
@@ -118,8 +118,8 @@ def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
                 # needles survive a paste's quoting and markup, so only the lines they pick are normalised.
                 probe = clean(raw) if "\x1b" in raw else raw
                 hint = source == "log" and _HINT_WORDS.search(probe) is not None
-                if not hint and not needles.search(probe):
-                    continue
+                if not hint and probe is not raw and not needles.search(probe):
+                    continue  # a colour line the prefilter picked for its escape, with no needle
                 shown = normalize(raw)
                 found = messages(shown) if source == "log" else [(shown, shown)]
                 if hint:
@@ -132,26 +132,36 @@ def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
     return list(drafts.values()), lines, hints
 
 
-def _by_needle(source: str) -> dict[str, list[tuple[int, Rule, Match]]]:
-    """needle -> the (precedence, rule, match) that need it: a line is tried only on the matches whose
-    needle it holds, in the rules' order."""
-    out: dict[str, list[tuple[int, Rule, Match]]] = {}
+# (precedence, rule, match)
+_Tried = tuple[int, Rule, Match]
+
+
+def _by_anchor(source: str) -> dict[str, list[tuple[str, list[_Tried]]]]:
+    """anchor character -> needle -> the matches that need it, in the rules' order: a line is tried only on
+    the matches whose needle it holds, and only needles whose (rare) anchor character it holds are looked
+    for."""
+    by_needle: dict[str, list[_Tried]] = {}
     ordered = [(r, m) for r in RULES for m in r.matches if m.source == source]
     for i, (rule, m) in enumerate(ordered):
-        out.setdefault(m.needle, []).append((i, rule, m))
+        by_needle.setdefault(m.needle, []).append((i, rule, m))
+    out: dict[str, list[tuple[str, list[_Tried]]]] = {}
+    for needle, tried in by_needle.items():
+        out.setdefault(needle[anchor(needle)], []).append((needle, tried))
     return out
 
 
-_BY_NEEDLE = {"log": _by_needle("log"), "modcheck": _by_needle("modcheck")}
+_BY_ANCHOR = {"log": _by_anchor("log"), "modcheck": _by_anchor("modcheck")}
 
 
 def _match_line(
-    rules: dict[str, list[tuple[int, Rule, Match]]],
+    rules: dict[str, list[tuple[str, list[_Tried]]]],
     message: str,
     ev: Evidence,
     drafts: dict[tuple[str, tuple[str, ...]], Draft],
 ) -> None:
-    tried = sorted(t for needle, ts in rules.items() if needle in message for t in ts)
+    tried = sorted(
+        t for ch in rules.keys() & set(message) for needle, ts in rules[ch] if needle in message for t in ts
+    )
     for _, rule, m in tried:
         found = m.regex.search(message)
         if not found:
