@@ -224,9 +224,20 @@ def _load_capture(path: Path, manifest: Manifest | None) -> Inputs:
             inputs.cmdline = text.strip()
         elif f.name not in _NOT_LOGS:
             inputs.logs[f.name] = text
+            inputs.notes += _gaps(f.name, text)
     if not inputs.logs and not inputs.modcheck:
         raise RescueError(f"{path}: no dmesg, console log or modcheck.txt to analyse")
     return inputs
+
+
+# The listener's netconsole.log (dmesg form) marks messages that never arrived over UDP.
+_LOST = re.compile(r"^rescue: netconsole: (\d+) messages lost", re.MULTILINE)
+
+
+def _gaps(name: str, text: str) -> list[str]:
+    """A note when a log is known to miss messages: the cause may be among them."""
+    lost = sum(int(n) for n in _LOST.findall(text)) if "messages lost" in text else 0
+    return [f"{name}: {lost} kernel messages were lost on the way (netconsole over UDP)"] if lost else []
 
 
 def _keyvalues(text: str) -> dict[str, str]:
