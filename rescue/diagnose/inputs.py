@@ -75,7 +75,7 @@ _QP_BYTE = re.compile(r"=([0-9A-F]{2})")
 def unquote_printable(text: str) -> str:
     """Mail archives keep quoted-printable bodies: '=' at a line end joins it to the next, =3D is '='.
     Decoded only when the text looks like it ('=3D', or several soft breaks): kernel lines are full of '='."""
-    if "=3D" not in text and len(_SOFT_BREAK.findall(text)) < 3:
+    if "=3D" not in text and text.count("=\n") + text.count("=\r\n") < 3:
         return text
     text = _SOFT_BREAK.sub("", text)
     return _QP_BYTE.sub(
