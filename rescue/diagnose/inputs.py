@@ -101,7 +101,8 @@ def _messages(text: str) -> list[tuple[str, str]]:
         start = first.end() if first else 1
         cuts += [m.start() for m in _TIME.finditer(text, start)]
     pieces = [text[a:b].strip() for a, b in zip(cuts, [*cuts[1:], len(text)], strict=True)]
-    return [(p, _PREFIX.sub("", p, count=1)) for p in pieces if p]
+    # _PREFIX is all optional parts: it always matches, possibly empty
+    return [(p, p[_PREFIX.match(p).end() :]) for p in pieces if p]  # type: ignore[union-attr]
 
 
 def is_text(data: bytes) -> bool:

@@ -170,7 +170,10 @@ def _match_line(
             return  # known harmless: claimed, and nothing to report
         groups = {**dict(rule.constants), **dict(m.constants), **found.groupdict()}
         key = (rule.id, tuple(groups.get(g) or "" for g in rule.group_by))
-        drafts.setdefault(key, Draft(rule)).add(ev, groups, m.support, same=message, otherwise=m.otherwise)
+        draft = drafts.get(key)
+        if draft is None:
+            draft = drafts[key] = Draft(rule)
+        draft.add(ev, groups, m.support, same=message, otherwise=m.otherwise)
         return  # the first rule that matches claims the line
 
 
