@@ -67,15 +67,15 @@ class Prefilter:
         rare = {w for w in words if any(_is_rare(ch) for ch in w)}
         self.patterns = [literals_pattern(part) for part in (rare, words - rare) if part]
 
-    def lines(self, text: str, also: str = "\x1b") -> list[tuple[int, str]]:
-        """(0-based number, text) of the lines ("\\n"-separated) that hold a literal, or the character
-        `also` (what a caller must look at more closely), in order."""
+    def lines(self, text: str, also: str = "\x1b") -> list[tuple[int, str, int]]:
+        """(0-based number, text, offset of its end) of the lines ("\\n"-separated) that hold a literal, or
+        the character `also` (what a caller must look at more closely), in order."""
         starts = {m.start() for p in self.patterns for m in p.finditer(text)}
         pos = text.find(also)
         while pos != -1:
             starts.add(pos)
             pos = text.find(also, pos + 1)
-        out: list[tuple[int, str]] = []
+        out: list[tuple[int, str, int]] = []
         line, counted, end = 0, 0, -1
         for pos in sorted(starts):
             if pos <= end:
@@ -85,5 +85,5 @@ class Prefilter:
             begin = text.rfind("\n", 0, pos) + 1
             end = text.find("\n", pos)
             end = len(text) if end == -1 else end
-            out.append((line, text[begin:end]))
+            out.append((line, text[begin:end], end))
         return out

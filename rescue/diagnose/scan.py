@@ -113,7 +113,7 @@ def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
         rules = _BY_ANCHOR[source]
         for name, text in files.items():
             lines += text.count("\n") + 1
-            for index, raw in _PREFILTER[source].lines(text):
+            for index, raw, end in _PREFILTER[source].lines(text):
                 # Colours can sit inside a message (systemd's unit names): look at such lines cleaned. The
                 # needles survive a paste's quoting and markup, so only the lines they pick are normalised.
                 probe = clean(raw) if "\x1b" in raw else raw
@@ -128,7 +128,12 @@ def scan(inputs: Inputs) -> tuple[list[Draft], int, Hints]:
                         hints.failure = Evidence(name, index + 1, shown[:300])
                 for piece, message in found:
                     if needles.search(message):
-                        _match_line(rules, message, Evidence(name, index + 1, piece[:300]), drafts)
+                        ev = Evidence(name, index + 1, piece[:300])
+                        if not _match_line(rules, message, ev, drafts) and piece is found[-1][0]:
+                            # a message hard-wrapped by a mail or a terminal: its end is on the next line
+                            more = _continuation(text, end)
+                            if more:
+                                _match_line(rules, f"{message} {more}", ev, drafts)
     return list(drafts.values()), lines, hints
 
 
@@ -153,12 +158,29 @@ def _by_anchor(source: str) -> dict[str, list[tuple[str, list[_Tried]]]]:
 _BY_ANCHOR = {"log": _by_anchor("log"), "modcheck": _by_anchor("modcheck")}
 
 
+def _continuation(text: str, end: int) -> str:
+    """The next line, when it can be the rest of a wrapped message: not empty, not a message of its own (a
+    printk time, a journal or syslog prefix), cleaned as any line."""
+    if end >= len(text):
+        return ""
+    stop = text.find("\n", end + 1)
+    line = normalize(text[end + 1 : stop if stop != -1 else len(text)])
+    if not line or _NEW_MESSAGE.match(line):
+        return ""
+    return line
+
+
+# what starts a message of its own: a printk time or level, a syslog or journal prefix (month day time)
+_NEW_MESSAGE = re.compile(r"<\d{1,3}>|\[\s*\d+\.\d+\]|\w{3} [ \d]\d \d\d:\d\d:\d\d ")
+
+
 def _match_line(
     rules: dict[str, list[tuple[str, list[_Tried]]]],
     message: str,
     ev: Evidence,
     drafts: dict[tuple[str, tuple[str, ...]], Draft],
-) -> None:
+) -> bool:
+    """The first rule's match that claims the line (True), or False when none does."""
     tried = sorted(
         t for ch in rules.keys() & set(message) for needle, ts in rules[ch] if needle in message for t in ts
     )
@@ -167,14 +189,15 @@ def _match_line(
         if not found:
             continue
         if rule.ignore and rule.ignore.search(message):
-            return  # known harmless: claimed, and nothing to report
+            return True  # known harmless: claimed, and nothing to report
         groups = {**dict(rule.constants), **dict(m.constants), **found.groupdict()}
         key = (rule.id, tuple(groups.get(g) or "" for g in rule.group_by))
         draft = drafts.get(key)
         if draft is None:
             draft = drafts[key] = Draft(rule)
         draft.add(ev, groups, m.support, same=message, otherwise=m.otherwise)
-        return  # the first rule that matches claims the line
+        return True  # the first rule that matches claims the line
+    return False
 
 
 def context(inputs: Inputs, hints: Hints) -> Context:

@@ -80,3 +80,15 @@ def test_newlines_escaped_in_a_dumped_buffer_separate_messages() -> None:
         "done.",
         "No root device specified. Boot arguments must include a root= parameter.",
     ]
+
+
+def test_a_message_hard_wrapped_by_a_mail_is_read_whole() -> None:
+    # a-085 (LKML 2006, quoted): the panic's block device is on the next quoted line
+    text = "> Kernel panic - not syncing : VFS:Unable to mount root fs on\n> unknown-block(8,4)\n"
+    found = {f.id: f for f in analyze_text(text).findings}
+    assert list(found) == ["root-mount-failed"]
+    assert found["root-mount-failed"].params["block"] == ["unknown-block(8,4)"]
+    assert found["root-mount-failed"].evidence[0].line == 1
+    # a next line that is a message of its own is not taken as the rest
+    apart = "Kernel panic - not syncing: VFS: Unable to mount root fs on\n[    1.0] unknown-block(8,4)\n"
+    assert [f.id for f in analyze_text(apart).findings] == ["boot-failed-unexplained"]

@@ -21,7 +21,7 @@ def test_every_literal_is_found_where_it_is() -> None:
     for w in WORDS:
         for text in (w, f"x{w}y", f"noise\n[    1.0] {w}\nmore", f"{w}\n", w + w):
             assert PATTERN.search(text), (w, text)
-            assert [n for n, _ in PREFILTER.lines(text)] == _naive(text, WORDS), (w, text)
+            assert [n for n, _, _ in PREFILTER.lines(text)] == _naive(text, WORDS), (w, text)
 
 
 def test_the_part_before_the_anchor_must_be_there_too() -> None:
@@ -48,5 +48,6 @@ def test_random_logs_give_the_lines_a_search_per_line_gives() -> None:
             lines.append("".join(parts))
         text = "\n".join(lines)
         got = PREFILTER.lines(text)
-        assert [n for n, _ in got] == _naive(text, WORDS)
-        assert all(line == text.split("\n")[n] for n, line in got)
+        assert [n for n, _, _ in got] == _naive(text, WORDS)
+        assert all(line == text.split("\n")[n] for n, line, _ in got)
+        assert all(text[end : end + 1] in ("\n", "") and text[:end].endswith(line) for _, line, end in got)
