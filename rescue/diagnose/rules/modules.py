@@ -43,6 +43,17 @@ def _fix_param_modules(name: str) -> FixFn:
     return fix
 
 
+def _fix_fs_module(params: dict[str, list[str]], ctx: Context) -> dict[str, str]:
+    compressor = (params.get("compressor") or [""])[0]
+    if compressor:  # a part of squashfs itself, chosen when the kernel was built: no module adds it
+        return with_rebuild(
+            f"# this kernel's squashfs has no {compressor} support (CONFIG_SQUASHFS_{compressor.upper()}):\n"
+            "# boot a kernel built with it, or make the image with one it has (mksquashfs -comp gzip)",
+            ctx,
+        )
+    return add_modules(params.get("fs") or ["MODULE"], ctx)
+
+
 # device-mapper target -> its module
 DM_TARGETS = {
     "crypt": "dm_crypt",
@@ -146,7 +157,7 @@ FS_MODULE_MISSING = Rule(
         ),
         modcheck("root - missing", r"^need (?P<fs>\S+) root - missing"),
     ),
-    fix=_fix_param_modules("fs"),
+    fix=_fix_fs_module,
     group_by=("fs",),
     caused_by=(
         Cause("btrfs-crc32c-missing", (("fs", "module"),)),
