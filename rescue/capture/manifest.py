@@ -41,6 +41,7 @@ class Kind(StrEnum):
     HEADER_TAR = "header+tar"
     HEADER_GZIP = "header+gzip"
     HEADER_TAR_GZ = "header+tar.gz"
+    NETCONSOLE = "netconsole"  # kernel messages over UDP (listen.netconsole): no stream to replay
 
     @property
     def body(self) -> str:

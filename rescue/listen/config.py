@@ -29,6 +29,8 @@ def parse_network(text: str) -> Network:
 class Settings:
     bind: str = "0.0.0.0"
     port: int = 3333
+    udp_port: int | None = None  # netconsole (listen.netconsole); None: the TCP port's number, 0: off
+    netconsole_quiet: float = 10.0  # seconds of silence after which a netconsole stream is diagnosed
     dir: Path = Path("captures")
     token: str | None = None
     token_file: Path | None = None  # read at start and on SIGHUP; never shown (unlike --token in ps)
@@ -66,9 +68,9 @@ def coerce(key: str, value: Any) -> Any:
         return parse_size(value)
     if key in ("dir", "log", "config", "token_file"):
         return Path(value)
-    if key in ("port", "max_connections", "max_members"):
+    if key in ("port", "udp_port", "max_connections", "max_members"):
         return int(value)
-    if key in ("idle_timeout", "drain_timeout"):
+    if key in ("idle_timeout", "drain_timeout", "netconsole_quiet"):
         return float(value)
     return value
 

@@ -26,6 +26,7 @@ from rescue.listen.config import Settings, build_settings
 from rescue.listen.connection import Connection, Received
 from rescue.listen.events import Events, capture_summary
 from rescue.listen.finalize import finalize
+from rescue.listen.netconsole import NetconsoleEndpoint
 from rescue.tokens import warn_visible_token
 from rescue.units import human_size
 
@@ -45,6 +46,7 @@ class ListenServer:
         self.server: asyncio.Server | None = None
         self.stopping = asyncio.Event()
         self.loop = asyncio.get_running_loop()
+        self.netconsole: NetconsoleEndpoint | None = None
 
     def admit(self, conn: Connection) -> str | None:
         if self.server is None or not self.server.is_serving():
@@ -96,6 +98,8 @@ class ListenServer:
             findings=[f.get("id") for f in analysis.get("findings", [])],
             headline=analysis.get("headline"),
         )
+        if self.netconsole is not None:  # the netconsole stream of the same boot joins this capture
+            self.netconsole.bundle_arrived(cap.path, m.header)
 
     # lifecycle ----------------------------------------------------------------------------------
 
@@ -130,17 +134,37 @@ class ListenServer:
             ) from None
         # The address really bound: systemd's socket may name another than --bind.
         bind, port = self.server.sockets[0].getsockname()[:2]
+        udp_port = await self._start_netconsole(bind, port)
         self._install_signals()  # before "listening" is said: a HUP right after must find its handler
-        await self.announce(bind, port)
+        await self.announce(bind, port, udp_port)
         ticker = asyncio.ensure_future(self._tick())
         try:
             await self.stopping.wait()
             await self._drain()
         finally:
             ticker.cancel()
+            if self.netconsole is not None:
+                await self.netconsole.close()
         self.events.event("stopped", "stopped", **self.stats)
 
-    async def announce(self, bind: str, port: int) -> None:
+    async def _start_netconsole(self, bind: str, port: int) -> int:
+        """netconsole on UDP, by default on the TCP port's number; 0 when --udp-port 0 turned it off."""
+        udp_port = port if self.settings.udp_port is None else self.settings.udp_port
+        if self.settings.udp_port == 0:
+            return 0
+        endpoint = NetconsoleEndpoint(self)
+        try:
+            udp_port = await endpoint.start(bind, udp_port)
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else e
+            raise RescueError(
+                f"cannot listen on UDP {bind}:{udp_port} (netconsole): {why}",
+                hint="pick another --udp-port, or --udp-port 0 to receive no netconsole",
+            ) from None
+        self.netconsole = endpoint
+        return udp_port
+
+    async def announce(self, bind: str, port: int, udp_port: int = 0) -> None:
         """Say where we listen and what to type on the rescue shell; the JSON event last, once all is said."""
         s = self.settings
         r = self.events
@@ -162,11 +186,16 @@ class ListenServer:
         if s.token:
             r.say("  (replace TOKEN with the value of --token)")
         r.say(f"Machines with the rescue hooks send by themselves (rescue.host={best} rescue.port={port}).")
+        if udp_port:
+            r.say(
+                f"netconsole (the kernel log over UDP) on port {udp_port}: rescue.netconsole=1 with the hooks"
+            )
         r.event(
             "listening",
             None,
             bind=bind,
             port=port,
+            udp_port=udp_port,
             dir=str(s.dir),
             addresses=[a.address for a in addresses],
             commands=commands,
@@ -285,6 +314,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("listen", help="receive files from a rescue shell (busybox nc) and analyse them")
     p.add_argument("--bind", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="TCP port (default 3333; 0 picks a free one)")
+    p.add_argument(
+        "--udp-port", type=int, help="UDP port for netconsole (default: the TCP port's number; 0: off)"
+    )
+    p.add_argument(
+        "--netconsole-quiet",
+        type=float,
+        metavar="SECONDS",
+        help="diagnose a netconsole stream silent this long (default 10)",
+    )
     p.add_argument("--dir", help="where captures are stored (default ./captures)")
     p.add_argument(
         "--token-file",
@@ -315,6 +353,8 @@ def command(args: argparse.Namespace) -> int:
     settings = build_settings(cli)
     if not 0 <= settings.port <= 65535:
         raise RescueError(f"bad --port {settings.port}")
+    if settings.udp_port is not None and not 0 <= settings.udp_port <= 65535:
+        raise RescueError(f"bad --udp-port {settings.udp_port}")
     events = Events(json_events=settings.json, log=settings.log)
 
     async def main() -> None:
