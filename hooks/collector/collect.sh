@@ -347,6 +347,8 @@ collect() {
 	bb cat "$PREFIX/proc/mounts" 2>&1 | mask >"$BUNDLE/mounts.txt"
 	blkid_lines >"$BUNDLE/blkid.txt" 2>&1
 	bb ls -l "$PREFIX"/dev/disk/by-* >"$BUNDLE/disks.txt" 2>&1
+	# What netconsole.sh did this boot (armed, or why not), when rescue.netconsole=1 asked for it.
+	[ -f "$WORKDIR/netconsole.txt" ] && bb cp "$WORKDIR/netconsole.txt" "$BUNDLE/netconsole.txt"
 	if [ -d "$MODDIR" ]; then
 		(cd "$MODDIR" && bb find . -name '*.ko*' | bb sed 's#^[.]/##' | bb sort) >"$BUNDLE/initramfs-modules.txt"
 	else
@@ -388,11 +390,14 @@ send() {
 	_hdr="RESCUE/1 name=bundle host=$(header_value "$HOSTNAME_") kernel=$(header_value "$KERNEL")"
 	_hdr="$_hdr boot=$(header_value "$BOOT_ID")"
 	[ -n "$RESCUE_TOKEN" ] && _hdr="$_hdr token=$(header_value "$RESCUE_TOKEN")"
+	_optional=""
+	[ -f "$BUNDLE/netconsole.txt" ] && _optional=netconsole.txt
 	{
 		echo "$_hdr"
+		# shellcheck disable=SC2086  # the optional files, one word each
 		(cd "$BUNDLE" && bb tar -cf - dmesg.txt cmdline.txt modules.txt crypto.txt filesystems.txt partitions.txt \
 			mounts.txt blkid.txt disks.txt info.txt initramfs-modules.txt modules-dep.txt network.txt \
-			modcheck.txt SHA256SUMS)
+			modcheck.txt $_optional SHA256SUMS)
 	} >"$WORKDIR/payload"
 	_bytes=$(bb wc -c <"$WORKDIR/payload")
 	_bytes=$((_bytes + 0))

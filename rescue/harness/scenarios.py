@@ -29,7 +29,13 @@ from rescue.harness.qemu import (
     kernel_cmdline,
     make_btrfs_image,
 )
-from rescue.harness.testinitrd import InitrdSpec, build_test_initrd, root_fs_tree
+from rescue.harness.testinitrd import (
+    DEFAULT_MODULES,
+    NETCONSOLE_MODULES,
+    InitrdSpec,
+    build_test_initrd,
+    root_fs_tree,
+)
 
 MARKER = re.compile(r"rescue-test: ([^\r\n]*)")
 # The collector's last word: after it, a generator's image only sits at its shell.
@@ -107,11 +113,13 @@ class Harness:
         leave_out: Sequence[str] = (),
         collector: bool = True,
         files: dict[str, bytes] | None = None,
+        modules: Sequence[str] = DEFAULT_MODULES,
     ) -> Path:
         out = self.workdir / f"{name}.img"
         if not out.exists():
             spec = InitrdSpec(
                 self.kernel,
+                modules=modules,
                 leave_out=leave_out,
                 collector=collector,
                 files=files or {},
@@ -120,11 +128,12 @@ class Harness:
             build_test_initrd(spec, out)
         return out
 
-    def btrfs_root(self) -> Path:
-        """A btrfs disk whose /sbin/init says ROOT_REACHED and reboots."""
-        out = self.workdir / "btrfs-root.img"
+    def btrfs_root(self, crash: bool = False) -> Path:
+        """A btrfs disk whose /sbin/init says ROOT_REACHED and reboots (with crash: crashes the kernel)."""
+        name = "btrfs-root-crash" if crash else "btrfs-root"
+        out = self.workdir / f"{name}.img"
         if not out.exists():
-            tree = root_fs_tree(self.workdir / "btrfs-root-tree")
+            tree = root_fs_tree(self.workdir / f"{name}-tree", crash=crash)
             make_btrfs_image(tree, out)
         return out
 
@@ -195,6 +204,20 @@ class Harness:
         """Scenario 4: root= names a disk the machine does not have."""
         img = self.initrd("full")
         return self.boot_to_end(self.spec(img, *self._root_args(port, root="/dev/vdb")), log_name)
+
+    # --- netconsole: the kernel log streamed over UDP (hooks/collector/netconsole.sh) ----------------------
+
+    def netconsole_crash(self, port: int, log_name: str = "netconsole-crash") -> BootResult:
+        """netconsole armed in the initramfs; the root mounts and its init crashes the kernel (sysrq c)."""
+        img = self.initrd("netconsole", modules=(*DEFAULT_MODULES, *NETCONSOLE_MODULES))
+        args = [*self._root_args(port), "rescue.netconsole=1"]
+        return self.boot_to_end(self.spec(img, *args, disks=[self.btrfs_root(crash=True)]), log_name)
+
+    def netconsole_missing_root(self, port: int, log_name: str = "netconsole-missing-root") -> BootResult:
+        """netconsole armed, then the root device never appears: the bundle and the stream of one boot."""
+        img = self.initrd("netconsole", modules=(*DEFAULT_MODULES, *NETCONSOLE_MODULES))
+        args = [*self._root_args(port, root="/dev/vdb"), "rescue.netconsole=1"]
+        return self.boot_to_end(self.spec(img, *args), log_name)
 
     def send_from_guest(self, name: str, stream: bytes, port: int) -> BootResult:
         """Boot an image holding stream at /replay/stream.bin; busybox nc sends it to the host's port."""

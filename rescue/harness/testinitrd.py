@@ -28,6 +28,7 @@ BUSYBOX = Path("/bin/busybox")
 KLIBC_BIN = Path("/usr/lib/klibc/bin")
 # What a btrfs-root machine's initramfs needs: the virtio devices qemu gives it, and the root filesystem.
 DEFAULT_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "btrfs")
+NETCONSOLE_MODULES = ("netconsole", "configfs")  # what the hooks' build scripts add for netconsole.sh
 _DIRS = ("bin", "sbin", "dev", "etc", "lib", "lib/rescue", "newroot", "proc", "root", "run", "sys", "tmp",
          "usr", "usr/bin", "usr/sbin", "var")  # fmt: skip
 
@@ -133,8 +134,9 @@ def build_test_initrd(spec: InitrdSpec, out: Path) -> Path:
     return out
 
 
-def root_fs_tree(target: Path, marker: str = "rescue-test: root init reached") -> Path:
-    """A root filesystem tree whose /sbin/init prints marker and reboots: proof the root was mounted."""
+def root_fs_tree(target: Path, marker: str = "rescue-test: root init reached", crash: bool = False) -> Path:
+    """A root filesystem tree whose /sbin/init prints marker and reboots: proof the root was mounted.
+    With crash, the init crashes the kernel on purpose instead (sysrq c: a NULL dereference, then a panic)."""
     (target / "bin").mkdir(parents=True, exist_ok=True)
     (target / "sbin").mkdir(exist_ok=True)
     for d in ("dev", "proc", "sys"):
@@ -142,6 +144,7 @@ def root_fs_tree(target: Path, marker: str = "rescue-test: root init reached") -
     shutil.copyfile(BUSYBOX, target / "bin" / "busybox")
     (target / "bin" / "busybox").chmod(0o755)
     init = target / "sbin" / "init"
-    init.write_text(f"#!/bin/busybox sh\necho '{marker}'\n/bin/busybox reboot -f\n")
+    end = "/bin/busybox mount -t proc proc /proc\necho c >/proc/sysrq-trigger\n" if crash else ""
+    init.write_text(f"#!/bin/busybox sh\necho '{marker}'\n{end}/bin/busybox reboot -f\n")
     init.chmod(0o755)
     return target

@@ -18,7 +18,14 @@ def _config(args: argparse.Namespace) -> Config:
     if args.token:
         warn_visible_token()
     token = args.token or (read_token_file(Path(args.token_file)) if args.token_file else None)
-    return Config(host=args.host, port=args.port, token=token, ip=args.ip, timeout=args.timeout)
+    return Config(
+        host=args.host,
+        port=args.port,
+        token=token,
+        ip=args.ip,
+        timeout=args.timeout,
+        netconsole=args.netconsole,
+    )
 
 
 def _kver(args: argparse.Namespace) -> str:
@@ -95,6 +102,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help="the same, given on the command line (visible in ps: prefer --token-file)")
     p.add_argument("--ip", help="network setup: dhcp (default), none, or the kernel's ip= form")
     p.add_argument("--timeout", type=int, default=30, help="the collector's total time limit in seconds")
+    p.add_argument(
+        "--netconsole",
+        action="store_true",
+        help="stream the kernel log to the listener over UDP on every boot (rescue.netconsole=1)",
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,7 +1,7 @@
 """`rescue hooks render`: the shell of hooks/ laid out for a generator, with the configuration baked in.
 
 A rendered tree is self-contained. For initramfs-tools it is laid out like a confdir (hooks/rescue,
-scripts/panic/rescue, scripts/local-premount/rescue, rescue/collector/*, rescue/rescue.conf), so
+scripts/{panic,local-premount,init-premount}/rescue, rescue/collector/*, rescue/rescue.conf), so
 `cp -a DIR/. /etc/initramfs-tools/` or `mkinitramfs -d CONFDIR` works with no other file. For dracut it is a
 modules.d tree (90rescue-send/...).
 """
@@ -39,6 +39,7 @@ class Config:
     token: str | None = None
     ip: str | None = None
     timeout: int = 30
+    netconsole: bool = False  # stream the kernel log over UDP on every boot (netconsole.sh)
 
     def validate(self) -> None:
         if self.host is not None and not _HOST.match(self.host):
@@ -64,6 +65,8 @@ class Config:
             lines.append(f"RESCUE_TOKEN={self.token}")
         if self.ip:
             lines.append(f"RESCUE_IP={self.ip}")
+        if self.netconsole:
+            lines.append("RESCUE_NETCONSOLE=1")
         return "\n".join(lines) + "\n"
 
 
@@ -81,13 +84,18 @@ def layout(flavor: Flavor, config: Config) -> list[tuple[Path, Path | str, int]]
     files: list[tuple[Path, Path | str, int]] = []
     if flavor is Flavor.INITRAMFS_TOOLS:
         base = src / "initramfs-tools"
-        for name in ("hooks/rescue", "scripts/panic/rescue", "scripts/local-premount/rescue"):
+        for name in (
+            "hooks/rescue",
+            "scripts/panic/rescue",
+            "scripts/local-premount/rescue",
+            "scripts/init-premount/rescue",
+        ):
             files.append((Path(name), base / name, 0o755))
         files += [(Path("rescue/collector") / f.name, f, 0o755) for f in collector]
         files.append((Path("rescue/rescue.conf"), config.text(), 0o600))
     else:
         base = src / "dracut" / DRACUT_MODULE
-        for name in ("module-setup.sh", "rescue-emergency.sh"):
+        for name in ("module-setup.sh", "rescue-emergency.sh", "rescue-netconsole.sh"):
             files.append((Path(DRACUT_MODULE) / name, base / name, 0o755))
         files += [(Path(DRACUT_MODULE) / "collector" / f.name, f, 0o755) for f in collector]
         files.append((Path(DRACUT_MODULE) / "rescue.conf", config.text(), 0o600))

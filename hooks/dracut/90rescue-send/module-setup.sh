@@ -54,6 +54,8 @@ installkernel() {
 		instmods "${_mod##*/}"
 	done
 	instmods virtio_pci virtio_net e1000 e1000e
+	# netconsole (rescue.netconsole=1, rescue-netconsole.sh): small, and asked for at boot time.
+	instmods netconsole configfs
 	return 0
 }
 
@@ -91,5 +93,9 @@ install() {
 		done
 	fi
 	inst_hook emergency 50 "$moddir/rescue-emergency.sh"
+	# netconsole as soon as the NIC can have an address: once udev settled; pre-mount too, for a root that
+	# was found before the first settled hook ran (netconsole.sh runs once per boot).
+	inst_hook initqueue/settled 90 "$moddir/rescue-netconsole.sh"
+	inst_hook pre-mount 05 "$moddir/rescue-netconsole.sh"
 	return 0
 }

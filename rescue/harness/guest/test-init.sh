@@ -56,6 +56,9 @@ for mod in virtio_pci virtio_blk virtio_net; do
     modprobe "$mod" 2>/dev/null || true
 done
 
+# What initramfs-tools' init-premount script does: netconsole from here on when rescue.netconsole=1 asks.
+[ -f /lib/rescue/netconsole.sh ] && /bin/sh /lib/rescue/netconsole.sh
+
 # Bring eth0 up and configure it with klibc ipconfig (DHCP from qemu's user network).
 network_up() {
     ip link set eth0 up || return 1
