@@ -7,7 +7,7 @@ CAPTURES ?= ./captures
 
 # Debian packages the tests use as real components (busybox nc, klibc ipconfig, qemu, a Debian kernel,
 # mkinitramfs, dracut, mkfs.btrfs). `make deps` installs the missing ones.
-DEB_PACKAGES := python3-venv busybox-static klibc-utils shellcheck socat iproute2 kmod cpio zstd xz-utils lz4 \
+DEB_PACKAGES := python3-venv busybox-static klibc-utils shellcheck socat iproute2 nftables kmod cpio zstd xz-utils lz4 \
 	qemu-system-x86 initramfs-tools dracut-core btrfs-progs linux-image-cloud-amd64
 
 # What `make deb` builds the Debian package with (debhelper, dh-python, the generators of the man pages and

@@ -130,6 +130,7 @@ _NOT_LOGS = {
     "modules-dep.txt",
     "network.txt",
     "modcheck.txt",
+    "netconsole.txt",  # what netconsole.sh did (armed or why not), not a log
     "SHA256SUMS",
     "manifest.json",
 }

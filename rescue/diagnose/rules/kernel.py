@@ -75,6 +75,8 @@ KERNEL_OOPS = Rule(
         log("Oops", r"(?:^|Internal error: )Oops(?: - [\w ]+)?:? (?:[0-9a-f]+ )?\[#\d+\]"),
         log("general protection fault", r"general protection fault(?:,[^:]*)?: [0-9a-f]{4} \[#?\d+\]"),
         log("Fatal exception", r"Kernel panic - not syncing: Fatal exception"),
+        # sysrq c (echo c >/proc/sysrq-trigger): recent kernels panic() at once, older ones oopsed first
+        log("sysrq triggered crash", r"Kernel panic - not syncing: sysrq triggered crash"),
         # x86-64 before 4.x: __die() printed "RIP  [<addr>] function" (show_regs prints "RIP: ").
         log("RIP  [<", r"^RIP  \[<[0-9a-f]+>\] (?P<where>\S+)"),
         # riscv show_regs: status with SPP set (the trap came from the kernel), not a breakpoint (cause 3).
