@@ -55,7 +55,7 @@ class Stream:
         self.max_usec = 0
         self.pending: dict[int, Message] = {}
         self.waiting_since: float | None = None
-        self.recent: OrderedDict[int, int] = OrderedDict()  # seq -> crc32 of the text
+        self.recent: OrderedDict[int, int] = OrderedDict()  # seq -> crc32 of its time and text
         self.reassembly: OrderedDict[int, Reassembly] = OrderedDict()
         self.plain = bytearray()
         self.messages = self.duplicates = self.lost = self.late = 0
@@ -76,7 +76,8 @@ class Stream:
             self._count(data, now)
             self._plain(item.data)
             return Fed.OK
-        text_crc = zlib.crc32(item.text.encode())
+        # A duplicate repeats the time and the text; a new boot reuses the number with another.
+        text_crc = zlib.crc32(f"{item.usec};{item.text}".encode())
         if self._is_new_boot(item.seq, item.usec, text_crc) or self._other_boot(item.text):
             return Fed.NEW_BOOT
         self._count(data, now)
