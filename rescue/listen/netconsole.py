@@ -12,6 +12,8 @@ each with bounded buffers (listen.netconsole_stream), and at most MAX_HELD bytes
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -34,6 +36,8 @@ HOLD_SECONDS = 5.0
 MAX_LOG_BYTES = 64 << 20  # netconsole.log per boot
 PANIC_GRACE = 2.0  # seconds after "Kernel panic - not syncing" for the rest of the trace, if no end line
 TICK = 0.25
+RECEIVE_BUFFER = 8 << 20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 MAX_BOOTS = 4096  # boots remembered to join streams and bundles
 ANONYMOUS_BURST = 16  # captures named after an address (no identity line) at once, then one per second
 
@@ -71,6 +75,13 @@ class NetconsoleEndpoint(asyncio.DatagramProtocol):
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(bind, port))
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        # A panic's trace arrives as a burst of small datagrams: room for them while the loop is busy
+        # (FORCE, as root, may pass net.core.rmem_max; the plain option is capped by it).
+        for option in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, RECEIVE_BUFFER)
+                break
         self._ticker = asyncio.ensure_future(self._tick())
         return int(transport.get_extra_info("sockname")[1])
 
@@ -206,7 +217,7 @@ class NetconsoleEndpoint(asyncio.DatagramProtocol):
         stream = sender.stream
         stream.close()
         if sender.capture is None and stream.out:
-            sender.capture = self._open(stream, float("inf"))  # quiet before its identity: by address
+            sender.capture = self._open(stream, time.monotonic())  # quiet before its identity: by address
         if sender.capture is None:
             self.stats["dropped_lines"] += len(stream.take())
             return
