@@ -6,7 +6,13 @@ import importlib
 import sys
 
 # Each module has main() -> list of (name, measured, goal, met) rows, or prints its own.
-BENCH_MODULES = ["tests.bench_listener", "tests.bench_analysis", "tests.bench_hooks", "tests.bench_vm"]
+BENCH_MODULES = [
+    "tests.bench_listener",
+    "tests.bench_analysis",
+    "tests.bench_hooks",
+    "tests.bench_vm",
+    "tests.bench_netconsole",
+]
 
 
 def main() -> int:

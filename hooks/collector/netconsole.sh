@@ -99,6 +99,12 @@ CONFIGFS=${RESCUE_CONFIGFS:-$PREFIX/sys/kernel/config}
 TARGET=$CONFIGFS/netconsole/rescue
 # A good boot waits for this: bounded apart from the collector's timeout.
 DEADLINE=$(($(now) + ${RESCUE_NETCONSOLE_TIMEOUT:-10}))
+STARTED=$(bb cut -d ' ' -f 1 "$PREFIX/proc/uptime" 2>/dev/null)
+
+# Seconds since STARTED, to the hundredth (/proc/uptime: busybox date has whole seconds only).
+took() {
+	bb awk -v t0="${STARTED:-0}" '{ printf "%.2f", $1 - t0 }' "$PREFIX/proc/uptime" 2>/dev/null
+}
 
 # The next hop's MAC (netconsole does no routing): ping makes the kernel resolve it, /proc/net/arp has it.
 # Status 1 when it did not answer within about 2 s.
@@ -206,7 +212,7 @@ arm() {
 	# Messages below the console loglevel never reach a console, netconsole included.
 	bb dmesg -n 8 2>/dev/null || echo 8 >"$PREFIX/proc/sys/kernel/printk"
 	nc_set enabled 1 || return 1
-	say "armed: $_dev $_src -> $RESCUE_HOST:$RESCUE_PORT via $_mac (${_via:+gateway $_via, }network: $NET_METHOD)"
+	say "armed in $(took)s: $_dev $_src -> $RESCUE_HOST:$RESCUE_PORT via $_mac (${_via:+gateway $_via, }network: $NET_METHOD)"
 	# After enabling, so that the stream carries it.
 	_boot=$(bb head -n 1 "$PREFIX/proc/sys/kernel/random/boot_id" 2>/dev/null)
 	echo "rescue: boot=$_boot machine=$(machine_id "$_dev")" >"$PREFIX/dev/kmsg"

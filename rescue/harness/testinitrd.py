@@ -29,6 +29,7 @@ KLIBC_BIN = Path("/usr/lib/klibc/bin")
 # What a btrfs-root machine's initramfs needs: the virtio devices qemu gives it, and the root filesystem.
 DEFAULT_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "btrfs")
 NETCONSOLE_MODULES = ("netconsole", "configfs")  # what the hooks' build scripts add for netconsole.sh
+LONG_MESSAGE = "rescue-test: long " + "Grüße aus dem Kernel, " * 30 + "end"
 _DIRS = ("bin", "sbin", "dev", "etc", "lib", "lib/rescue", "newroot", "proc", "root", "run", "sys", "tmp",
          "usr", "usr/bin", "usr/sbin", "var")  # fmt: skip
 
@@ -144,7 +145,15 @@ def root_fs_tree(target: Path, marker: str = "rescue-test: root init reached", c
     shutil.copyfile(BUSYBOX, target / "bin" / "busybox")
     (target / "bin" / "busybox").chmod(0o755)
     init = target / "sbin" / "init"
-    end = "/bin/busybox mount -t proc proc /proc\necho c >/proc/sysrq-trigger\n" if crash else ""
+    end = ""
+    if crash:
+        # First one message longer than a netconsole datagram (1000 bytes; the kernel escapes each byte of
+        # the UTF-8 as \xNN), so a stream of this boot carries fragments.
+        end = (
+            "/bin/busybox mount -t proc proc /proc\n"
+            f"echo '<6>{LONG_MESSAGE}' >/dev/kmsg\n"
+            "echo c >/proc/sysrq-trigger\n"
+        )
     init.write_text(f"#!/bin/busybox sh\necho '{marker}'\n{end}/bin/busybox reboot -f\n")
     init.chmod(0o755)
     return target

@@ -30,13 +30,21 @@ from rescue.units import human_size
 LOG = "netconsole.log"
 
 
+FLUSH_AT = 64 * 1024  # bytes buffered before a write (else each tick of the endpoint writes)
+
+
 class LogFile:
-    """An append-only file whose name says whether it is whole: NAME.partial while written, NAME once done."""
+    """An append-only file whose name says whether it is whole: NAME.partial while written, NAME once done.
+
+    Writes are buffered (up to FLUSH_AT, or until the endpoint's next tick): one system call per message
+    would cost more than the message itself."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._hash = hashlib.sha256()
-        self.bytes = 0
+        self.bytes = 0  # written and buffered
+        self._buffer: list[bytes] = []
+        self._buffered = 0
         self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
     @property
@@ -52,16 +60,25 @@ class LogFile:
         return self._fd >= 0
 
     def write(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        self.bytes += len(data)
+        if self._buffered >= FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        data, self._buffer, self._buffered = b"".join(self._buffer), [], 0
+        self._hash.update(data)
         view = memoryview(data)
         while view:
-            n = os.write(self._fd, view)
-            self._hash.update(view[:n])
-            self.bytes += n
-            view = view[n:]
+            view = view[os.write(self._fd, view) :]
 
     def commit(self) -> FileEntry:
         """fsync, close and give the file its final name."""
         if self._fd >= 0:
+            self.flush()
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
@@ -79,6 +96,8 @@ class LogFile:
 
     def move(self, directory: Path) -> None:
         """Into another capture directory (the same file system: a rename)."""
+        if self._fd >= 0:
+            self.flush()
         src = self.partial if self._fd >= 0 else self.final
         os.replace(src, directory / src.name)
         self.directory = directory
@@ -86,6 +105,7 @@ class LogFile:
     def close(self) -> None:
         if self._fd >= 0:
             with contextlib.suppress(OSError):
+                self.flush()
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1

@@ -54,6 +54,7 @@ class Stream:
         self.next_seq: int | None = None
         self.max_usec = 0
         self.pending: dict[int, Message] = {}
+        self.pending_bytes = 0
         self.waiting_since: float | None = None
         self.recent: OrderedDict[int, int] = OrderedDict()  # seq -> crc32 of its time and text
         self.reassembly: OrderedDict[int, Reassembly] = OrderedDict()
@@ -132,6 +133,7 @@ class Stream:
             self._drain()
         else:
             self.pending[msg.seq] = msg
+            self.pending_bytes += len(msg.text) + 64
             if self.waiting_since is None:
                 self.waiting_since = now
             if len(self.pending) > MAX_PENDING:
@@ -140,7 +142,9 @@ class Stream:
     def _drain(self) -> None:
         assert self.next_seq is not None
         while self.next_seq in self.pending:
-            self._emit(self.pending.pop(self.next_seq))
+            msg = self.pending.pop(self.next_seq)
+            self.pending_bytes -= len(msg.text) + 64
+            self._emit(msg)
             self.next_seq += 1
         self.waiting_since = None if not self.pending else self.waiting_since
 
@@ -213,5 +217,5 @@ class Stream:
             self.plain.clear()
 
     def held_bytes(self) -> int:
-        pending = sum(len(m.text) + 64 for m in self.pending.values())
-        return self.out_bytes + pending + sum(r.bytes for r in self.reassembly.values()) + len(self.plain)
+        pieces = sum(r.bytes for r in self.reassembly.values()) if self.reassembly else 0
+        return self.out_bytes + self.pending_bytes + pieces + len(self.plain)
