@@ -12,8 +12,9 @@
 # second call in the same boot does nothing.
 #
 # Usage: /bin/sh /lib/rescue/netconsole.sh   (conf.sh and net.sh beside it). POSIX sh for busybox ash.
-# For tests: RESCUE_PREFIX (a fake root for /proc, /sys, /etc, /run), RESCUE_CONFIGFS (instead of
-# /sys/kernel/config), as in collect.sh.
+# For tests: RESCUE_PREFIX (a fake root for /proc, /sys, /etc, /run, /dev/kmsg; nothing is then mounted and
+# the loglevel goes to its proc/sys/kernel/printk), RESCUE_CONFIGFS (instead of /sys/kernel/config),
+# RESCUE_MODPROBE (instead of modprobe, e.g. `false`), RESCUE_WORKDIR, as in collect.sh.
 
 PREFIX=${RESCUE_PREFIX:-}
 LIB=${0%/*}
@@ -141,14 +142,23 @@ machine_id() {
 	echo "$_m" | bb tr -c 'A-Za-z0-9._\n-' '_' | bb cut -c 1-64
 }
 
+# The generator's modprobe (kmod's, which knows compressed modules), else busybox's.
+load_module() {
+	if [ -n "${RESCUE_MODPROBE:-}" ]; then
+		"$RESCUE_MODPROBE" "$1" 2>/dev/null
+	else
+		modprobe "$1" 2>/dev/null || bb modprobe "$1" 2>/dev/null
+	fi
+}
+
 # configfs mounted and the netconsole module loaded; status 1, said, when this kernel or image cannot.
 netconsole_ready() {
 	if [ ! -d "$CONFIGFS/netconsole" ]; then
-		modprobe configfs 2>/dev/null || bb modprobe configfs 2>/dev/null
-		if ! bb grep -q " ${CONFIGFS#"$PREFIX"} configfs " "$PREFIX/proc/mounts" 2>/dev/null; then
+		load_module configfs
+		if [ -z "$PREFIX" ] && ! bb grep -q " $CONFIGFS configfs " /proc/mounts 2>/dev/null; then
 			bb mount -t configfs configfs "$CONFIGFS" 2>/dev/null
 		fi
-		modprobe netconsole 2>/dev/null || bb modprobe netconsole 2>/dev/null
+		load_module netconsole
 	fi
 	[ -d "$CONFIGFS/netconsole" ] && return 0
 	if ! bb grep -q " configfs " "$PREFIX/proc/mounts" 2>/dev/null; then
@@ -210,7 +220,11 @@ arm() {
 	nc_set dev_name "$_dev" && nc_set local_ip "$_src" && nc_set remote_ip "$RESCUE_HOST" &&
 		nc_set remote_mac "$_mac" && nc_set remote_port "$RESCUE_PORT" && nc_set extended 1 || return 1
 	# Messages below the console loglevel never reach a console, netconsole included.
-	bb dmesg -n 8 2>/dev/null || echo 8 >"$PREFIX/proc/sys/kernel/printk"
+	if [ -n "$PREFIX" ]; then
+		echo 8 >"$PREFIX/proc/sys/kernel/printk"
+	else
+		bb dmesg -n 8 2>/dev/null || echo 8 >/proc/sys/kernel/printk
+	fi
 	nc_set enabled 1 || return 1
 	say "armed in $(took)s: $_dev $_src -> $RESCUE_HOST:$RESCUE_PORT via $_mac (${_via:+gateway $_via, }network: $NET_METHOD)"
 	# After enabling, so that the stream carries it.

@@ -47,7 +47,9 @@ def test_render_initramfs_tools_is_a_confdir(tmp_path: Path) -> None:
         "hooks/rescue",
         "scripts/panic/rescue",
         "scripts/local-premount/rescue",
+        "scripts/init-premount/rescue",
         "rescue/collector/collect.sh",
+        "rescue/collector/netconsole.sh",
     ):
         assert (out / rel).stat().st_mode & 0o777 == 0o755, rel
     conf = out / "rescue/rescue.conf"
@@ -66,11 +68,24 @@ def test_render_dracut_is_a_module_dir(tmp_path: Path) -> None:
     proc = rescue("hooks", "render", "--out", str(out), "--flavor", "dracut")
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (out / "90rescue-send").iterdir())
-    assert names == ["collector", "module-setup.sh", "rescue-emergency.sh", "rescue.conf"]
+    assert names == [
+        "collector",
+        "module-setup.sh",
+        "rescue-emergency.sh",
+        "rescue-netconsole.sh",
+        "rescue.conf",
+    ]
     collector = sorted(p.name for p in (REPO / "hooks/collector").iterdir())
     assert {"collect.sh", "conf.sh", "modcheck.awk", "net.sh"} <= set(collector)
     assert sorted(p.name for p in (out / "90rescue-send/collector").iterdir()) == collector
     assert "RESCUE_HOST=\n" in (out / "90rescue-send/rescue.conf").read_text()
+    assert "RESCUE_NETCONSOLE" not in (out / "90rescue-send/rescue.conf").read_text()
+
+
+def test_render_netconsole_bakes_it_in(tmp_path: Path) -> None:
+    proc = rescue("hooks", "render", "--out", str(tmp_path), "--host", "192.0.2.7", "--netconsole")
+    assert proc.returncode == 0, proc.stderr
+    assert "RESCUE_NETCONSOLE=1" in (tmp_path / "rescue/rescue.conf").read_text().splitlines()
 
 
 def test_install_then_uninstall_leaves_the_root_as_it_was(itools_root: Path) -> None:

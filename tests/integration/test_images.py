@@ -56,7 +56,8 @@ def dracut_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_initramfs_tools_image_has_the_hooks(itools_image: Path) -> None:
     files = listing(itools_image)
     for path in ("bin/busybox", "bin/nc", "bin/ipconfig", "lib/rescue/collect.sh", "etc/rescue.conf",
-                 "scripts/panic/rescue", "scripts/local-premount/rescue",
+                 "scripts/panic/rescue", "scripts/local-premount/rescue", "scripts/init-premount/rescue",
+                 "lib/rescue/netconsole.sh", f"lib/modules/{KVER}/{ko('kernel/drivers/net/netconsole.ko')}",
                  f"lib/modules/{KVER}/kernel/fs/btrfs/btrfs.ko",
                  f"lib/modules/{KVER}/kernel/drivers/net/virtio_net.ko"):  # fmt: skip
         assert path in files, path
@@ -74,6 +75,8 @@ def test_initramfs_tools_image_unpacked(itools_image: Path, tmp_path: Path, busy
         assert line in conf.splitlines()
     # The panic script is in panic()'s run order; the premount one runs after btrfs's.
     assert "/scripts/panic/rescue" in (root / "scripts" / "panic" / "ORDER").read_text()
+    # netconsole (rescue.netconsole=1) is armed from init-premount, after udev loaded the NIC's driver.
+    assert "/scripts/init-premount/rescue" in (root / "scripts" / "init-premount" / "ORDER").read_text()
     order = (root / "scripts" / "local-premount" / "ORDER").read_text()
     assert order.index("/scripts/local-premount/btrfs") < order.index("/scripts/local-premount/rescue")
     # mkinitramfs's depmod left the image consistent with itself: btrfs no longer lists libcrc32c.
@@ -110,7 +113,10 @@ def test_dracut_image_has_the_module(dracut_image: Path) -> None:
     files = listing(dracut_image)
     for path in ("lib/rescue/collect.sh", "lib/rescue/busybox", "lib/rescue/ipconfig", "etc/rescue.conf",
                  "lib/dracut/hooks/emergency/50-rescue-emergency.sh",
-                 f"lib/modules/{KVER}/{ko('kernel/fs/btrfs/btrfs.ko')}"):  # fmt: skip
+                 "lib/rescue/netconsole.sh", "lib/dracut/hooks/initqueue/settled/90-rescue-netconsole.sh",
+                 "lib/dracut/hooks/pre-mount/05-rescue-netconsole.sh",
+                 f"lib/modules/{KVER}/{ko('kernel/fs/btrfs/btrfs.ko')}",
+                 f"lib/modules/{KVER}/{ko('kernel/drivers/net/netconsole.ko')}"):  # fmt: skip
         assert path in files, path
     assert any(p.startswith("lib/klibc-") and p.endswith(".so") for p in files)
     assert not any("/libcrc32c.ko" in p for p in files)

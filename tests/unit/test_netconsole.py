@@ -140,7 +140,6 @@ def test_pending_messages_are_bounded() -> None:
 
 def test_a_second_boot_of_the_same_sender_is_told_apart() -> None:
     data = recorded()
-    stream, _ = run(data)
     again = Stream("10.0.2.15", 0.0)
     run(data[:40], again)
     # The kernel starts again: the same numbers with other times (and its clock goes back).
