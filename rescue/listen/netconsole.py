@@ -92,7 +92,7 @@ class NetconsoleEndpoint(asyncio.DatagramProtocol):
         if self._ticker:
             self._ticker.cancel()
         for address in list(self.senders):
-            self._retire(address, "the listener was stopped")
+            self._retire(address, "the listener was stopped", Status.INCOMPLETE)
         while self.pending:
             await asyncio.gather(*self.pending, return_exceptions=True)
 
@@ -213,11 +213,14 @@ class NetconsoleEndpoint(asyncio.DatagramProtocol):
             if cap is not None and cap.finished:
                 continue
             if stream.panic_ended or (stream.panic_at is not None and now - stream.panic_at >= PANIC_GRACE):
+                # Said once: what trickles in after it reopens the capture, and quiet ends it again.
+                stream.panic_at, stream.panic_ended = None, False
                 self._finish(sender, "the kernel panicked")
             elif now - stream.last_seen >= quiet:
-                self._finish(sender, f"sender quiet for {quiet:g}s")
-                if cap is None:  # never named, never written: nothing more to keep of it
-                    self._retire(address, "quiet")
+                if cap is None:  # never named: kept by its address (or dropped in a flood), then forgotten
+                    self._retire(address, f"sender quiet for {quiet:g}s")
+                else:
+                    self._finish(sender, f"sender quiet for {quiet:g}s")
 
     def _finish(self, sender: Sender, reason: str, status: Status = Status.COMPLETE) -> None:
         stream = sender.stream
@@ -238,14 +241,15 @@ class NetconsoleEndpoint(asyncio.DatagramProtocol):
             return
         self._analyse(cap, stream)
 
-    def _retire(self, address: str, reason: str) -> None:
+    def _retire(self, address: str, reason: str, status: Status = Status.COMPLETE) -> None:
+        """The sender leaves the table; its stream is finished (written, analysed) unless it was already."""
         sender = self.senders.pop(address, None)
         if sender is None:
             return
         self._held -= sender.stream.held_bytes()
         cap = sender.capture
         if cap is None or not cap.finished:
-            self._finish(sender, reason, Status.INCOMPLETE if "stopped" in reason else Status.COMPLETE)
+            self._finish(sender, reason, status)
         if sender.capture is not None and sender.capture.log.open:
             sender.capture.log.close()
 

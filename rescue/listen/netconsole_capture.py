@@ -202,8 +202,3 @@ class NetCapture:
         if self.finished:
             self._update_bundle(self.log.entry(), None)
         return old
-
-    def close(self, reason: str, received: int) -> None:
-        """The listener stops: the stream is cut, not finished."""
-        if not self.finished:
-            self.finish(Status.INCOMPLETE if self.own else Status.COMPLETE, reason, received)
