@@ -66,6 +66,7 @@ class NetconsoleEndpoint(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.pending: set[asyncio.Future[Any]] = set()
         self._anonymous_tokens = float(ANONYMOUS_BURST)
+        self._last_refill = 0.0
         self._held = 0
         self._ticker: asyncio.Task[None] | None = None
 
@@ -138,7 +139,15 @@ class NetconsoleEndpoint(asyncio.DatagramProtocol):
                 return
             sender.capture = self._open(stream, now)
             if sender.capture is None:
+                if stream.out_bytes > HOLD_BYTES:  # nowhere to put them (a flood): bounded, counted
+                    self.stats["dropped_lines"] += len(stream.take())
                 return
+        elif stream.identity is not None and "boot" not in sender.capture.header:
+            # Named after its address, then the identity line came (late, or reordered): a bundle of
+            # that boot can still take the stream in.
+            boot, machine = stream.identity
+            sender.capture.header.update(boot=boot, machine=machine)
+            self._remember(self.boots, boot, sender.capture)
         lines = stream.take()
         try:
             sender.capture.write(lines)
@@ -186,8 +195,6 @@ class NetconsoleEndpoint(asyncio.DatagramProtocol):
             return False
         self._anonymous_tokens -= 1
         return True
-
-    _last_refill = 0.0
 
     # time ---------------------------------------------------------------------------------------
 

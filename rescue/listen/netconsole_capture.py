@@ -129,7 +129,7 @@ class NetCapture:
             cap = store.new_capture(peer, time.time())
             self.path, self.own = cap.path, True
             self.manifest = cap.manifest
-            self.manifest.kind, self.manifest.header = Kind.NETCONSOLE, dict(header)
+            self.manifest.kind, self.manifest.header = Kind.NETCONSOLE, header  # one dict: named later too
             write_manifest(self.path, self.manifest, durable=False)
         self.log = LogFile(self.path)
 

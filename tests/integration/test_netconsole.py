@@ -118,3 +118,27 @@ def test_a_flood_of_senders_makes_few_directories_and_loses_no_named_stream(tmp_
     assert 2 <= len(dirs) <= 1 + ANONYMOUS_BURST + 10, len(dirs)
     status = [json.dumps(e) for e in lst.events if e["event"] == "error"]
     assert not status, status
+
+
+def test_a_stream_named_after_its_address_still_joins_the_bundle_of_its_boot(
+    tmp_path: Path, busybox: str
+) -> None:
+    lst = Listener(tmp_path / "captures", "--netconsole-quiet", QUIET)
+    # More than is held before an identity line: the capture is opened under the address.
+    early = [f"6,{i},{1000 * i},-;early message {i} {'x' * 200}\n".encode() for i in range(400)]
+    send_udp(lst.port, early)
+    first = lst.wait_for("netconsole")
+    assert "boot" not in first, first
+    send_udp(lst.port, [f"12,400,500000,-;rescue: boot={BOOT} machine=m1\n".encode()])
+    wait_until(
+        lambda: "rescue: boot=" in (Path(first["path"]) / "netconsole.log.partial").read_text(),
+        10,
+        "identity",
+    )
+    assert nc_send(busybox, lst.port, bundle(BOOT)).returncode == 0
+    tcp = lst.wait_for("capture")
+    joined = lst.wait_for("netconsole")
+    assert joined["path"] == tcp["path"] and joined["old"] == first["path"]
+    event = lst.wait_for("capture")
+    assert event["path"] == tcp["path"] and event["messages"] == 401
+    assert manifest(event)["files"][-1]["name"] == "netconsole.log"
