@@ -275,10 +275,14 @@ class Harness:
         )
         return self.boot_until_sent(spec, log_name)
 
-    def mkinitramfs_missing_root(self, port: int, log_name: str = "mkinitramfs-missing-root") -> BootResult:
-        """Scenario 5b: a complete image; root= names a missing disk (rootdelay keeps the wait short)."""
+    def mkinitramfs_missing_root(
+        self, port: int, log_name: str = "mkinitramfs-missing-root", netconsole: bool = False
+    ) -> BootResult:
+        """Scenario 5b: a complete image; root= names a missing disk (rootdelay keeps the wait short).
+        With netconsole, rescue.netconsole=1 arms it from the image's init-premount script."""
         img = self.generator_image("initramfs-tools", drop=())
-        args = kernel_cmdline(*self._root_args(port, root="/dev/vdb"), "rootdelay=1", panic=False)
+        extra = ["rescue.netconsole=1"] if netconsole else []
+        args = kernel_cmdline(*self._root_args(port, root="/dev/vdb"), "rootdelay=1", *extra, panic=False)
         spec = replace(
             self.spec(img, disks=[self.btrfs_root()], kernel=self.generator_kernel()[1]), cmdline=args
         )

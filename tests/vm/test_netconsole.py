@@ -1,9 +1,11 @@
 """netconsole from a real kernel under qemu: armed by the hooks' netconsole.sh in the initramfs (configfs,
 extended format), through qemu's user network (the guest's UDP to 10.0.2.2 reaches the host's 127.0.0.1),
-into a real `rescue listen`. Two boots: a crash after the root mounted, and an initramfs that fails."""
+into a real `rescue listen`. Three boots: a crash after the root mounted, an initramfs that fails, and the
+same in a real mkinitramfs image (which scenario 5b builds anyway)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from rescue.harness.scenarios import Harness
 from rescue.harness.testinitrd import LONG_MESSAGE
 from tests.conftest import Listener
 from tests.vm.helpers import assert_stored_intact, text
+from tests.vm.test_generators import need_generator
 
 pytestmark = pytest.mark.vm
 
@@ -57,3 +60,21 @@ def test_a_failed_initramfs_is_one_capture_of_bundle_and_stream(
     assert "root-device-missing" in event["findings"], event
     # One capture of that boot: the stream's own directory went when the bundle arrived.
     assert len(list((tmp_path / "captures").glob("*/*"))) == 1
+
+
+@pytest.mark.image
+def test_a_mkinitramfs_image_arms_netconsole_from_init_premount(
+    harness: Harness, tmp_path: Path, collector: Path
+) -> None:
+    """The real generator's wiring (udev-named NIC, kmod's modprobe), on the image scenario 5b builds."""
+    need_generator(harness, "mkinitramfs", "initramfs-tools")
+    lst = Listener(tmp_path / "captures", "--netconsole-quiet", "5")
+    result = harness.mkinitramfs_missing_root(lst.port, "mkinitramfs-netconsole", netconsole=True)
+    assert result.end and result.end.startswith("rescue: sent"), result.log_path
+    assert "rescue: netconsole: armed in " in result.log_path.read_text(errors="replace")
+    event = lst.wait_for("capture")
+    while not {"dmesg.txt", "netconsole.log"} <= set(event["files"]):  # the bundle with the stream in it
+        event = lst.wait_for("capture")
+    assert "root-device-missing" in event["findings"], event
+    assert re.search(r"^armed in [\d.]+s: ens\d+ ", text(event, "netconsole.txt"), re.M)
+    assert "rescue: boot=" in text(event, "netconsole.log")
