@@ -97,6 +97,14 @@ class NetconsoleEndpoint(asyncio.DatagramProtocol):
         while self.pending:
             await asyncio.gather(*self.pending, return_exceptions=True)
 
+    def summary(self) -> str:
+        """For the status line (SIGUSR1)."""
+        s = self.stats
+        return (
+            f"netconsole: {len(self.senders)} streaming, {s['datagrams']} datagrams, {s['refused']} refused, "
+            f"{s['dropped_lines']} lines dropped"
+        )
+
     # input --------------------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:

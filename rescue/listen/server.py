@@ -278,9 +278,11 @@ class ListenServer:
             "status",
             f"status: {len(self.connections)} active, {human_size(s['bytes'] + active)} received, captures: "
             f"{s['complete']} complete, {s['incomplete']} incomplete, {s['rejected']} rejected; "
-            f"up {time.time() - self.started:.0f}s",
+            f"up {time.time() - self.started:.0f}s"
+            + (f"; {self.netconsole.summary()}" if self.netconsole is not None else ""),
             active=len(self.connections),
             bytes=s["bytes"] + active,
+            netconsole=self.netconsole.stats if self.netconsole is not None else None,
             **{k: s[k] for k in ("complete", "incomplete", "rejected")},
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import socket
 import tarfile
 from pathlib import Path
@@ -89,6 +90,12 @@ def test_a_bundle_first_takes_the_stream_that_follows(tmp_path: Path, busybox: s
 def test_allow_applies_to_netconsole_and_udp_port_0_turns_it_off(tmp_path: Path) -> None:
     lst = Listener(tmp_path / "a", "--allow", "192.0.2.0/24", "--netconsole-quiet", QUIET)
     send_udp(lst.port, recorded())
+
+    def refused() -> bool:  # the status line (USR1) counts them
+        lst.proc.send_signal(signal.SIGUSR1)
+        return bool(lst.wait_for("status")["netconsole"]["refused"] == len(recorded()))
+
+    wait_until(refused, 10, "64 datagrams refused")
     lst.stop()
     assert not list((tmp_path / "a").glob("*/*"))
     assert "netconsole" not in [e["event"] for e in lst.events]
