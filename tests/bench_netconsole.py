@@ -149,7 +149,7 @@ def script_exit_cost() -> list[tuple[str, str, str, bool]]:
         for _ in range(runs):
             subprocess.run([BUSYBOX, "sh", str(script)], env=env, check=True)
         each = (time.perf_counter() - start) / runs * 1000
-    return [("netconsole.sh, not asked for (host, busybox sh)", f"{each:.1f} ms", "< 10 ms", each < 10)]
+    return [("netconsole.sh, not asked for (host, busybox sh)", f"{each:.1f} ms", "< 50 ms", each < 50)]
 
 
 def boot_cost(work: Path) -> list[tuple[str, str, str, bool]]:
