@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rescue.errors import RescueError
-from rescue.tokens import TOKEN_ENV, read_token_file
+from rescue.tokens import TOKEN, TOKEN_ENV, read_token_file
 from rescue.units import parse_size
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -35,8 +35,13 @@ class Settings:
     token: str | None = None
     token_file: Path | None = None  # read at start and on SIGHUP; never shown (unlike --token in ps)
     allow: tuple[Network, ...] = ()  # empty: every peer may send
-    max_bytes: int = 4 << 30  # per connection
+    ipv6_only: bool = False  # --bind :: also takes IPv4 (mapped) unless this is set
+    max_bytes: int = 4 << 30  # per connection: the stream, and again the files extracted from it
     max_connections: int = 256
+    max_per_peer: int = 128  # simultaneous connections from one address: half the table
+    min_free: int = 256 << 20  # refuse new captures while the capture file system has less free
+    first_block_timeout: float = 2.0  # seconds to the first block: past it, first to go when full
+    min_rate: int = 1024  # bytes/s: a sender slower than this (after first_block_timeout) goes next
     max_members: int = 10_000  # tar members per connection
     idle_timeout: float = 60.0  # seconds a sender may stay silent
     drain_timeout: float = 10.0  # on TERM/INT: how long in-flight transfers may take to finish
@@ -58,21 +63,55 @@ _CLI_ONLY = frozenset({"json", "debug", "config"})
 _FILE_KEYS = frozenset(f.name for f in fields(Settings)) - _CLI_ONLY
 
 
+_SIZES = frozenset({"max_bytes", "min_free", "min_rate"})
+_PATHS = frozenset({"dir", "log", "config", "token_file"})
+_COUNTS = frozenset({"port", "udp_port", "max_connections", "max_members", "max_per_peer"})
+_SECONDS = frozenset({"idle_timeout", "drain_timeout", "first_block_timeout", "netconsole_quiet"})
+_FLAGS = frozenset({"json", "debug", "ipv6_only"})
+_TEXTS = frozenset({"bind", "token", "legacy_encoding"})
+
+
+def _expect(key: str, value: Any, ok: bool, what: str) -> None:
+    if not ok:
+        # The value itself is not shown: under `token` it may be the secret.
+        raise RescueError(f"{key} must be {what}, not a TOML {type(value).__name__}")
+
+
 def coerce(key: str, value: Any) -> Any:
-    """Turn a value from the config file or the command line into the field's type."""
+    """Turn a value from the config file or the command line into the field's type, or refuse it.
+
+    Every key is checked for its type: a number where the token belongs must stop the listener (or
+    keep the old settings on SIGHUP), never leave it running without a token check.
+    """
     if value is None:
         return None
     if key == "allow":
-        return tuple(parse_network(str(v)) for v in (value if isinstance(value, list | tuple) else [value]))
-    if key == "max_bytes":
-        return parse_size(value)
-    if key in ("dir", "log", "config", "token_file"):
+        items = value if isinstance(value, list | tuple) else [value]
+        _expect(key, value, all(isinstance(v, str) for v in items), "a list of CIDR strings")
+        return tuple(parse_network(v) for v in items)
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if key in _SIZES:
+        _expect(key, value, is_int or isinstance(value, str), "a whole number of bytes or a size like '4G'")
+        size = parse_size(value)
+        _expect(key, value, size >= 0, "zero or more")
+        return size
+    if key in _PATHS:
+        _expect(key, value, isinstance(value, str | Path) and str(value) != "", "a path")
         return Path(value)
-    if key in ("port", "udp_port", "max_connections", "max_members"):
-        return int(value)
-    if key in ("idle_timeout", "drain_timeout", "netconsole_quiet"):
+    if key in _COUNTS:
+        _expect(key, value, is_int and value >= 0, "a whole number")
+        return value
+    if key in _SECONDS:
+        number = is_int or isinstance(value, float)
+        _expect(key, value, number and value > 0, "a number of seconds above 0")
         return float(value)
-    return value
+    if key in _FLAGS:
+        _expect(key, value, isinstance(value, bool), "true or false")
+        return value
+    if key in _TEXTS:
+        _expect(key, value, isinstance(value, str), "a string")
+        return value
+    raise RescueError(f"unknown setting {key!r}")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -89,8 +128,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         )
     try:
         return {k: coerce(k, v) for k, v in data.items()}
-    except (TypeError, ValueError) as e:
-        raise RescueError(f"config file {path}: {e}") from None
+    except RescueError as e:
+        raise RescueError(f"config file {path}: {e.message}", hint=e.hint) from None
 
 
 _TOKEN_KEYS = ("token", "token_file")
@@ -117,5 +156,7 @@ def build_settings(cli: dict[str, Any], env: dict[str, str] | None = None) -> Se
         if any(layer.get(k) is not None for k in _TOKEN_KEYS):
             token_file = layer.get("token_file")
             token = layer.get("token") or (read_token_file(token_file) if token_file else None)
+            if token is not None and not TOKEN.fullmatch(token):
+                raise RescueError("the token must be one word of printable characters (no spaces)")
             return replace(settings, token=token, token_file=token_file)
     return settings

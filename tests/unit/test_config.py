@@ -45,3 +45,34 @@ def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
     cfg.write_text(text)
     with pytest.raises(RescueError, match=message):
         build_settings({"config": str(cfg)})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("token = 123456", "token must be a string, not a TOML int"),
+        ("max_bytes = 4.5", "max_bytes must be a whole number of bytes"),
+        ("max_connections = true", "max_connections must be a whole number"),
+        ("idle_timeout = -1", "idle_timeout must be a number of seconds above 0"),
+        ("allow = [10]", "allow must be a list of CIDR strings"),
+        ('token = "two words"', "the token must be one word"),
+        ("ipv6_only = 1", "ipv6_only must be true or false"),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_refused_without_echoing_them(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text + "\n")
+    with pytest.raises(RescueError, match=message) as err:
+        build_settings({"config": str(cfg)})
+    assert "123456" not in str(err.value) and "two words" not in str(err.value)
+
+
+def test_new_limits_have_defaults_and_take_sizes(tmp_path: Path) -> None:
+    s = build_settings({})
+    assert s.min_free == 256 << 20 and s.max_per_peer == 128 and s.first_block_timeout == 2.0
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('min_free = "1G"\nmin_rate = 512\nmax_per_peer = 4\n')
+    s = build_settings({"config": str(cfg)})
+    assert (s.min_free, s.min_rate, s.max_per_peer) == (1 << 30, 512, 4)
