@@ -7,6 +7,7 @@ written, so captures stored by older versions stay readable.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ from rescue.reading import load_json
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"  # a file being written; renamed to its final name once complete
 MAX_MANIFEST = 16 << 20  # what the listener writes is a few KiB; a larger one is not ours
+# The `receiving` manifest is padded to this size, so the final one can overwrite those blocks in place
+# when the disk is full by then (write_manifest_in_place).
+MANIFEST_RESERVE = 8192
 
 
 class Status(StrEnum):
@@ -27,6 +31,7 @@ class Status(StrEnum):
     COMPLETE = "complete"
     INCOMPLETE = "incomplete"  # bytes kept, but the stream did not end cleanly: `reason` says why
     REJECTED = "rejected"  # refused (token): nothing of the body kept
+    CORRUPT = "corrupt"  # all arrived, but the sender's SHA256SUMS does not match what arrived
 
 
 class Kind(StrEnum):
@@ -66,6 +71,9 @@ class FileEntry:
         return d
 
 
+_OPTIONAL = ("sha256sums_problems", "skipped", "analysis", "manifest_error", "header_problems", "rejections")
+
+
 @dataclass
 class Manifest:
     peer: str
@@ -82,6 +90,8 @@ class Manifest:
     skipped: list[dict[str, str]] = field(default_factory=list)  # tar members not extracted, and why
     analysis: dict[str, Any] | None = None
     manifest_error: str | None = None  # the final write failed (disk full): said in the event instead
+    header_problems: list[str] = field(default_factory=list)  # fields of the header line not understood
+    rejections: int = 0  # rejected: how many streams of this peer this one stands for (in one minute)
     version: int = 1
 
     def to_json(self) -> dict[str, Any]:
@@ -93,7 +103,7 @@ class Manifest:
         d["stream"] = {"bytes": self.stream_bytes}
         d["files"] = [f.to_json() for f in self.files]
         d.update(reason=self.reason, sha256sums=self.sha256sums)
-        for key in ("sha256sums_problems", "skipped", "analysis", "manifest_error"):
+        for key in _OPTIONAL:
             if getattr(self, key):
                 d[key] = getattr(self, key)
         return d
@@ -121,12 +131,41 @@ class Manifest:
                 skipped=list(data.get("skipped") or []),
                 analysis=data.get("analysis"),
                 manifest_error=data.get("manifest_error"),
+                header_problems=[str(p) for p in data.get("header_problems") or []],
+                rejections=int(data.get("rejections") or 0),
                 version=int(data.get("version", 1)),
             )
         except (TypeError, ValueError, KeyError, AttributeError):
             raise RescueError(
                 f"{where}: not a capture manifest", hint="move it away to analyse the capture's files alone"
             ) from None
+
+
+def write_manifest_in_place(directory: Path, manifest: Manifest) -> None:
+    """The last resort when the disk is full: overwrite the blocks manifest.json already holds (the
+    `receiving` one was padded to MANIFEST_RESERVE) with a compact manifest: no analysis, and as many
+    file entries as fit, the rest counted."""
+    fd = os.open(directory / MANIFEST, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        room = os.fstat(fd).st_size
+        doc = manifest.to_json()
+        doc.pop("analysis", None)
+        files = list(doc.get("files", []))
+        while True:
+            data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            if len(data) <= room or not files:
+                break
+            files.pop()
+            doc["files"] = files
+            doc["files_not_listed"] = len(manifest.files) - len(files)
+        if len(data) > room:
+            keep = ("version", "peer", "started", "status", "reason", "files_not_listed")
+            small = {k: doc[k] for k in keep if k in doc}
+            data = json.dumps(small, separators=(",", ":")).encode()[:room]
+        _write_all(fd, data.ljust(room - 1) + b"\n" if len(data) < room else data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _file_entry(f: Any) -> FileEntry:
@@ -142,18 +181,34 @@ def read_manifest(capture: Path) -> tuple[Path, Manifest]:
     return directory, Manifest.from_json(load_json(path, MAX_MANIFEST), path)
 
 
-def write_manifest(directory: Path, manifest: Manifest, *, durable: bool = True) -> None:
-    """Replace manifest.json atomically; durable also fsyncs the file and the directory."""
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_manifest(directory: Path, manifest: Manifest, *, durable: bool = True, reserve: int = 0) -> None:
+    """Replace manifest.json atomically; durable also fsyncs the file and the directory.
+
+    reserve pads the file with trailing white space (still valid JSON) to hold that many bytes.
+    """
     tmp = directory / (MANIFEST + PARTIAL)
     data = json.dumps(manifest.to_json(), indent=2, ensure_ascii=False).encode() + b"\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+    if len(data) < reserve:
+        data += b" " * (reserve - len(data) - 1) + b"\n"
     try:
-        os.write(fd, data)
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, directory / MANIFEST)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+        try:
+            _write_all(fd, data)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, directory / MANIFEST)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # no empty or cut manifest.json.partial left behind
+        raise
     if durable:
         dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import stat
 import time
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from rescue.capture.manifest import (
     MANIFEST,
+    MANIFEST_RESERVE,
     PARTIAL,
     FileEntry,
     Manifest,
@@ -30,6 +35,12 @@ from rescue.errors import RescueError
 
 MAX_COMPONENT_BYTES = 200  # room for the .partial suffix within NAME_MAX (255)
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+# The listener's spool of a tar stream lives in the capture directory while its members are extracted
+# there: no member may take its name (or it would truncate the spool it is being read from).
+SPOOL = "stream.tar"
+_RESERVED = frozenset({MANIFEST, SPOOL, SPOOL + ".gz"})
+MAX_SHA256SUMS = 4 << 20  # bytes of a SHA256SUMS member read: ~25,000 lines, far more than a bundle has
+MAX_SUM_PROBLEMS = 50  # problems listed in the manifest; the rest counted
 
 
 def utc_stamp(t: float) -> str:
@@ -76,7 +87,7 @@ def safe_relpath(name: str) -> str | None:
         part = _UNSAFE.sub("_", part)
         while len(part.encode()) > MAX_COMPONENT_BYTES:
             part = part[:-1]
-        if part == MANIFEST or part.endswith(PARTIAL):
+        if part in _RESERVED or part.endswith(PARTIAL):
             part = "_" + part  # never shadow our own bookkeeping
         parts.append(part)
     return "/".join(parts) or None
@@ -89,17 +100,26 @@ class FileWriter:
         self.path = directory / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(self.path.name + PARTIAL)
-        self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        # O_EXCL and O_NOFOLLOW: never reuse, truncate or follow a file that is already there.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._fd = os.open(self.partial, flags, 0o640)
         self._hash = hashlib.sha256()
         self.bytes = 0
 
     def write(self, data: bytes | memoryview) -> None:
+        """Write all of data; on an error, what did reach the file is counted and hashed all the same."""
         view = memoryview(data)
         while view:
             n = os.write(self._fd, view)
             self._hash.update(view[:n])
             self.bytes += n
             view = view[n:]
+
+    def discard(self) -> None:
+        """Close and remove the .partial (a file that never received a byte)."""
+        self.close()
+        with contextlib.suppress(OSError):
+            self.partial.unlink()
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -149,6 +169,8 @@ class Store:
         """A new directory for one arrival, with a `receiving` manifest that recovery finds after a KILL."""
         peer_dir = self.root / (safe_relpath(peer.replace("/", "_")) or "unknown")
         peer_dir.mkdir(parents=True, exist_ok=True)
+        if not _real_directory(peer_dir):
+            raise OSError(errno.ELOOP, "not a directory of its own (a link?) inside the capture directory")
         while True:
             self._seq += 1
             path = peer_dir / f"{utc_stamp(started)}-{self._seq:04d}"
@@ -157,7 +179,13 @@ class Store:
             except FileExistsError:
                 continue  # a capture of an earlier run in the same second
             cap = Capture(path, Manifest(peer=peer, started=iso(started)))
-            write_manifest(path, cap.manifest, durable=False)
+            try:
+                # Room reserved now for the final manifest, should the disk be full by then.
+                write_manifest(path, cap.manifest, durable=False, reserve=MANIFEST_RESERVE)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+                raise
             return cap
 
     def recover(self) -> list[tuple[Path, str | None]]:
@@ -168,6 +196,9 @@ class Store:
         """
         found: list[tuple[Path, str | None]] = []
         for manifest_path in sorted(self.root.glob(f"*/*/{MANIFEST}")):
+            parent = manifest_path.parent
+            if not (_real_directory(parent) and _real_directory(parent.parent)):
+                continue  # a link planted inside --dir: not ours to rewrite
             try:
                 path, manifest = read_manifest(manifest_path)
             except RescueError as e:
@@ -195,21 +226,71 @@ def _describe(path: Path, base: Path) -> FileEntry:
     return FileEntry(str(path.relative_to(base)), path.stat().st_size, h.hexdigest())
 
 
-def verify_sha256sums(text: str, files: dict[str, str]) -> tuple[str, list[str]]:
-    """Check a SHA256SUMS member against the stored files' hashes: ("verified"|"mismatch", problems)."""
-    problems = []
-    checked = 0
-    for line in text.splitlines():
-        m = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line.strip())
+def _real_directory(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+_SUM_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
+
+
+def verify_sha256sums(text: str | Iterable[str], files: dict[str, str]) -> tuple[str, list[str]]:
+    """Check a SHA256SUMS member against the stored files' hashes: ("verified"|"mismatch", problems).
+
+    Lines are taken one at a time (a file object streams) and the problems listed are bounded.
+    """
+    problems: list[str] = []
+    checked = more = 0
+    for line in text.splitlines() if isinstance(text, str) else text:
+        m = _SUM_LINE.fullmatch(line.strip())
         if not m:
             continue
         want, name = m.group(1).lower(), safe_relpath(m.group(2)) or m.group(2)
         got = files.get(name)
         checked += 1
+        problem = None
         if got is None:
-            problems.append(f"{name}: listed but not received")
+            problem = f"{name}: listed but not received"
         elif got != want:
-            problems.append(f"{name}: sha256 differs")
+            problem = f"{name}: sha256 differs"
+        if problem and len(problems) < MAX_SUM_PROBLEMS:
+            problems.append(problem)
+        elif problem:
+            more += 1
+    if more:
+        problems.append(f"and {more} more")
     if checked == 0:
         return "mismatch", ["SHA256SUMS lists no files"]
     return ("verified" if not problems else "mismatch"), problems
+
+
+def verify_sha256sums_file(path: Path, files: dict[str, str]) -> tuple[str, list[str]]:
+    """verify_sha256sums over a stored SHA256SUMS, read line by line up to MAX_SHA256SUMS bytes."""
+    with path.open("rb") as f:
+        lines = _bounded_lines(f, MAX_SHA256SUMS)
+        verdict, problems = verify_sha256sums(lines, files)
+        if f.read(1):
+            too_big = f"SHA256SUMS is larger than {MAX_SHA256SUMS >> 20} MiB: not read whole"
+            return "mismatch", [*problems, too_big]
+    return verdict, problems
+
+
+def _bounded_lines(f: BinaryIO, limit: int) -> Iterator[str]:
+    """Lines of at most 4 KiB each (longer ones are no sum line), until limit bytes were read."""
+    left = limit
+    while left > 0:
+        line = f.readline(min(4096, left))
+        if not line:
+            return
+        left -= len(line)
+        while not line.endswith(b"\n") and left > 0:  # the rest of an overlong line: skipped
+            rest = f.readline(min(4096, left))
+            if not rest:
+                break
+            left -= len(rest)
+            line = b""  # not a sum line
+            if rest.endswith(b"\n"):
+                break
+        yield line.decode("utf-8", errors="replace")
