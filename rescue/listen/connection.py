@@ -1,9 +1,14 @@
 """One connection: bytes in, one Received value out (asyncio's BufferedProtocol).
 
-A 128 KiB buffer per connection keeps 200 senders in a few MiB. The stream is written straight to a
-.partial file while it is hashed; at EOF the connection closes its side at once (busybox nc waits for the
-peer to close) and hands what it received to the server, which finalizes it in a worker. The connection
-never learns what became of it: finalize works on the Received value alone.
+A connection starts with a small buffer, enough to tell the stream's kind, and takes a 128 KiB one once it
+knows it has a sender: an idle flood of a thousand connections costs a few MiB. The stream is written
+straight to a .partial file while it is hashed; at EOF the connection closes its side at once (busybox nc
+waits for the peer to close) and hands what it received to the server, which finalizes it in a worker.
+The connection never learns what became of it: finalize works on the Received value alone.
+
+Whenever the listener (not the sender) ends a stream, the sender is told in one line,
+`rescue: refused: REASON`, and what it still sends is read for a moment so that its nc prints the line;
+then the connection is reset, so that a busybox nc still sending exits with status 1.
 """
 
 from __future__ import annotations
@@ -13,20 +18,24 @@ import contextlib
 import errno
 import hmac
 import ipaddress
+import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from rescue.capture.manifest import Kind, Status
-from rescue.capture.store import Capture, FileWriter, Store, safe_relpath
+from rescue.capture.store import SPOOL, Capture, FileWriter, Store, safe_relpath
 from rescue.listen import wire
 from rescue.listen.config import Settings
 from rescue.listen.events import Events
 from rescue.units import human_size
 
 BUFFER = 128 * 1024
+FIRST_BUFFER = wire.MAX_HEADER + 1024  # a header line and a tar's first 262 bytes: enough to tell the kind
 FLUSH_AT = 64 * 1024  # write and hash in chunks of at least this much: busybox nc sends 1 KiB at a time
-SPOOL = "stream.tar"  # a tar (or .gz) stream is spooled whole, then extracted by finalize
+REFUSAL_DRAIN = 1.0  # seconds a refused sender is still read (and ignored) so that its nc reads the line
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 class Server(Protocol):
@@ -42,6 +51,12 @@ class Server(Protocol):
 
     def finalize(self, received: Received) -> None: ...
 
+    def new_capture(self, conn: Connection) -> Capture: ...  # OSError when it cannot be stored
+
+    def reject(self, conn: Connection, reason: str) -> Capture | None: ...  # None: counted in another
+
+    def drain_refusals(self) -> bool: ...  # False while too many refused senders are being drained
+
 
 @dataclass(frozen=True)
 class Received:
@@ -56,6 +71,7 @@ class Received:
     raw_name: str | None  # a raw stream's file name (also a gzip'd file's, kept whole)
     status: Status
     reason: str | None
+    header_problems: tuple[str, ...] = ()  # what the header line got wrong (never its text)
 
 
 def normalize_peer(host: str) -> str:
@@ -73,14 +89,17 @@ class Connection(asyncio.BufferedProtocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.settings = server.settings
-        self._buf = bytearray(BUFFER)
+        self._buf = bytearray(FIRST_BUFFER)
         self._fill = 0
         self.kind: str | None = None  # header, tar, gzip, raw; with a header: "header+tar" etc.
         self.header: dict[str, str] | None = None  # the RESCUE/1 fields, once a header line was read
+        self.header_problems: list[str] = []
+        self.rejection: str | None = None  # why the token refused the stream
         self.received = 0  # bytes off the wire, header included
         self.bytes = 0  # body bytes stored
         self.started = time.monotonic()
         self.last_data = self.started
+        self.first_block: float | None = None  # when the stream's kind was known: a sender, not a loiterer
         self.capture: Capture | None = None
         self.sink: FileWriter | None = None
         self.raw_name: str | None = None
@@ -97,7 +116,7 @@ class Connection(asyncio.BufferedProtocol):
         reason = self.server.admit(self)
         if reason:
             self.done = True
-            transport.abort()
+            self._refuse(reason)
             self.server.events.event(
                 "refused", f"refused {self.peer}: {reason}", peer=self.peer, reason=reason
             )
@@ -109,6 +128,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.done:
+            self._fill = 0  # a refused sender: what it still sends is read and dropped
             return
         self._fill += nbytes
         self.received += nbytes
@@ -124,17 +144,25 @@ class Connection(asyncio.BufferedProtocol):
             self._fail_io(e)
 
     def eof_received(self) -> bool:
+        if self.done:
+            return True  # a refused sender finished sending: the reset after the line closes it
         if self.kind is None and self._fill == 0 and self.header is None:
             self.done = True  # connected and sent nothing (a port probe): nothing to store
+            self.server.forget(self)
             return False
-        if not self.done:
-            try:
-                if self.kind is None:
-                    self._detect(eof=True)
-                self._flush()
-            except OSError as e:
-                self._fail_io(e)
-                return False
+        try:
+            if self.kind is None:
+                self._detect(eof=True)
+            self._flush()
+        except OSError as e:
+            self._fail_io(e)
+            return True
+        if self.done:
+            return True  # refused while telling the kind (a token, a disk that cannot store it)
+        if self.header and "incomplete" in self.header:
+            # A replay of an incomplete capture stays incomplete.
+            self.finish(Status.INCOMPLETE, "sent as incomplete (a replay of an incomplete capture)")
+        else:
             self.finish(Status.COMPLETE, None)
         return False  # close our side now: busybox nc exits only when we do
 
@@ -153,16 +181,12 @@ class Connection(asyncio.BufferedProtocol):
     def _detect(self, *, eof: bool) -> bool:
         """Decide the stream kind from the buffered prefix; open the capture and its sink."""
         prefix = bytes(self._buf[: self._fill])
-        kind = wire.detect_kind(prefix, eof)
+        kind = wire.detect_kind(prefix, eof, header_allowed=self.header is None)
         if kind is None:
             return False
-        if kind == "header" and self.header is None:
+        if kind == "header":
             line, _, rest = prefix.partition(b"\n")
-            try:
-                self.header = wire.parse_header(line)
-            except wire.HeaderError as e:
-                self._reject(str(e))
-                return True
+            self.header, self.header_problems = wire.parse_header(line)
             problem = self._check_token()
             if problem:
                 self._reject(problem)
@@ -175,14 +199,35 @@ class Connection(asyncio.BufferedProtocol):
         if self.settings.token and self.header is None:
             self._reject("a token is required: send a 'RESCUE/1 token=...' header line first")
             return True
+        try:
+            capture = self.server.new_capture(self)
+        except OSError as e:
+            self._cannot_store(e)
+            return True
         self.kind = kind if self.header is None else f"header+{kind}"
-        self.capture = self.server.store.new_capture(self.peer, time.time())
-        if kind == "raw":
-            self.raw_name = self._raw_name(prefix)
-            self.sink = FileWriter(self.capture.path, self.raw_name)
-        else:
-            self.sink = FileWriter(self.capture.path, SPOOL if kind == "tar" else SPOOL + ".gz")
+        self.capture = capture
+        self.first_block = time.monotonic()
+        try:
+            if kind == "raw":
+                self.raw_name = self._raw_name(prefix)
+                self.sink = FileWriter(capture.path, self.raw_name)
+            else:
+                self.sink = FileWriter(capture.path, SPOOL if kind == "tar" else SPOOL + ".gz")
+        except OSError as e:
+            self._fail_io(e)
+            return True
+        big = bytearray(BUFFER)  # a sender after all: the full buffer
+        big[: self._fill] = self._buf[: self._fill]
+        self._buf = big
         return True
+
+    def _cannot_store(self, e: OSError) -> None:
+        """No capture directory can be made (a full disk, a link planted in --dir): say so, both ways."""
+        reason = f"cannot store the stream: {e.strerror or e}"
+        self.server.events.event("error", f"{self.peer}: {reason}", peer=self.peer, error=reason)
+        self.done = True
+        self.server.forget(self)
+        self._refuse(reason)
 
     def _raw_name(self, prefix: bytes) -> str:
         name = (self.header or {}).get("name")
@@ -192,13 +237,17 @@ class Connection(asyncio.BufferedProtocol):
         return "dmesg.txt" if wire.looks_like_dmesg(prefix) else "stream.bin"
 
     def _check_token(self) -> str | None:
+        """None when the stream may be kept; else why not. Any doubt refuses: the check never fails open."""
         want = self.settings.token
         if not want:
             return None
         got = (self.header or {}).get("token", "")
-        if not hmac.compare_digest(got.encode(), want.encode()):
-            return "wrong token" if got else "missing token"
-        return None
+        try:
+            if hmac.compare_digest(got.encode(), want.encode()):
+                return None
+        except Exception:  # a token of a strange type must refuse, not wave the stream through
+            return "the token could not be checked"
+        return "wrong token" if got else "missing token"
 
     def _flush(self) -> None:
         if self.sink is None or self._fill == 0:
@@ -206,25 +255,33 @@ class Connection(asyncio.BufferedProtocol):
         data = memoryview(self._buf)[: self._fill]
         room = self.settings.max_bytes - self.bytes
         over = len(data) > room
-        self.sink.write(data[:room] if over else data)
-        self.bytes += min(len(data), room)
-        self._fill = 0
+        try:
+            self.sink.write(data[:room] if over else data)
+        finally:
+            self.bytes = self.sink.bytes  # what reached the file, also when the write failed part-way
+            self._fill = 0
         if over and not self.done:
             self.finish(Status.INCOMPLETE, f"stopped at --max-bytes {human_size(self.settings.max_bytes)}")
 
     def _reject(self, reason: str) -> None:
-        self.capture = self.server.store.new_capture(self.peer, time.time())
+        """A stream the token refuses: a `rejected` capture records who and why (one per peer a minute)."""
+        try:
+            self.capture = self.server.reject(self, reason)
+        except OSError:
+            self.capture = None  # cannot even record it: the sender is still told
         self.kind = "raw" if self.header is None else "header"
+        self.rejection = reason
         self.finish(Status.REJECTED, reason)
 
     def _fail_io(self, e: OSError) -> None:
         self.finish(Status.INCOMPLETE, io_reason(e))
 
     def finish(self, status: Status, reason: str | None) -> None:
-        """Stop receiving (closing the connection if it is still open) and hand a Received to the server."""
+        """Stop receiving and hand a Received to the server; a sender stopped by us is told why."""
         if self.done:
             return
         self.done = True
+        self.server.forget(self)  # the slot is free at once, not when the refused sender is gone
         if self.kind is None and self._fill and status is not Status.REJECTED:
             # Ended before the kind could be told (a short stream cut, or idle): keep the bytes as they are.
             try:
@@ -232,16 +289,44 @@ class Connection(asyncio.BufferedProtocol):
                 self._flush()
             except OSError as e:
                 status, reason = Status.INCOMPLETE, io_reason(e)
+            if self.rejection:  # the token decided, now that the kind is known
+                status, reason = Status.REJECTED, self.rejection
+        self._fill = 0
         if self.transport and not self.transport.is_closing() and status is not Status.COMPLETE:
-            self.transport.abort()
+            self._refuse(reason or str(status))
         if self.capture is None or self.kind is None:
             return  # nothing arrived that could be stored
         sink, self.sink = self.sink, None  # from here on the file belongs to finalize
         kind, header = Kind(self.kind), dict(self.header or {})
         body, name = self.bytes, self.raw_name
+        problems = tuple(self.header_problems)
         self.server.finalize(
-            Received(self.capture, self.peer, kind, header, body, sink, name, status, reason)
+            Received(self.capture, self.peer, kind, header, body, sink, name, status, reason, problems)
         )
+
+    def _refuse(self, reason: str) -> None:
+        """Tell the sender in one line, read what it still sends for a moment, then reset the connection."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._buf = bytearray(FIRST_BUFFER)  # what a refused sender still sends is dropped
+        self._fill = 0
+        with contextlib.suppress(Exception):
+            transport.write(f"rescue: refused: {reason}\n".encode())
+        if self.server.drain_refusals():
+            asyncio.get_running_loop().call_later(REFUSAL_DRAIN, self._reset)
+        else:
+            self._reset()
+
+    def _reset(self) -> None:
+        """Close with a reset (SO_LINGER 0): a busybox nc still writing then exits 1, not 0."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        sock = transport.get_extra_info("socket")
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        transport.abort()
 
     def checkpoint(self, now: float) -> None:
         """Once a second: put buffered bytes on disk, so a KILL loses at most about a second of data.
@@ -263,3 +348,6 @@ class Connection(asyncio.BufferedProtocol):
 
     def idle_for(self, now: float) -> float:
         return now - self.last_data
+
+    def rate(self, now: float) -> float:
+        return self.received / max(now - self.started, 1e-3)

@@ -10,11 +10,11 @@ import time
 from typing import Any
 
 from rescue.capture.extract import extract_tar, gzip_holds_tar
-from rescue.capture.manifest import FileEntry, Kind, Status, write_manifest
-from rescue.capture.store import Capture, FileWriter, iso, verify_sha256sums
+from rescue.capture.manifest import FileEntry, Kind, Status, write_manifest, write_manifest_in_place
+from rescue.capture.store import SPOOL, Capture, FileWriter, iso, verify_sha256sums_file
 from rescue.diagnose.analyze import analyze_path
 from rescue.listen.config import Settings
-from rescue.listen.connection import SPOOL, Received, io_reason
+from rescue.listen.connection import Received, io_reason
 
 
 def finalize(received: Received, settings: Settings) -> Capture:
@@ -30,24 +30,39 @@ def finalize(received: Received, settings: Settings) -> Capture:
             status, reason, kind, files = _unpack(received, sink, settings)
         hashes = {f.name: f.sha256 for f in files}
         if "SHA256SUMS" in hashes:
-            text = (cap.path / "SHA256SUMS").read_text(errors="replace")
-            m.sha256sums, m.sha256sums_problems = verify_sha256sums(text, hashes)
+            m.sha256sums, m.sha256sums_problems = verify_sha256sums_file(cap.path / "SHA256SUMS", hashes)
     except OSError as e:
         status, reason = Status.INCOMPLETE, io_reason(e)
+        if sink is not None and not files and sink.bytes:
+            files.append(sink.keep_partial())  # the bytes that did arrive are still listed
+    if status is Status.COMPLETE and m.sha256sums == "mismatch":
+        status, reason = Status.CORRUPT, "SHA256SUMS does not match what arrived: " + m.sha256sums_problems[0]
     m.ended = iso(time.time())
     m.kind = kind
     m.header = {k: v for k, v in received.header.items() if k != "token"}
+    m.header_problems = list(received.header_problems)
     m.stream_bytes = received.body_bytes
     m.files = files
     m.status, m.reason = status, reason
     if status is not Status.REJECTED and files:
         m.analysis = analyze_capture(cap)
+    write_final_manifest(cap)
+    return cap
+
+
+def write_final_manifest(cap: Capture) -> None:
+    """The final manifest, durably; when the disk is full, a compact one over the reserved blocks of the
+    `receiving` one, so the manifest on disk never stays `receiving` and never lies about a capture."""
+    m = cap.manifest
     try:
         write_manifest(cap.path, m)
+        return
     except OSError as e:
-        # Disk full even for the manifest: the files are there; say so rather than lose them quietly.
         m.manifest_error = e.strerror
-    return cap
+    try:
+        write_manifest_in_place(cap.path, m)
+    except OSError as e:
+        m.manifest_error = e.strerror  # the server tries again every second
 
 
 def _unpack(
@@ -69,12 +84,15 @@ def _unpack(
         received.capture.path,
         max_members=settings.max_members,
         legacy_encoding=settings.legacy_encoding,
+        max_bytes=settings.max_bytes,
     )
     received.capture.manifest.skipped = result.skipped
     files = result.files
     if result.error or status is not Status.COMPLETE:
         if status is Status.COMPLETE:
             status, reason = Status.INCOMPLETE, result.error
+            if result.disk_error is not None:
+                reason = io_reason(result.disk_error)
         files.append(spool.keep_partial())  # the wire bytes, for a person to look at
     else:
         path.unlink()
@@ -85,6 +103,11 @@ def analyze_capture(cap: Capture) -> dict[str, Any]:
     """The analysis of a finished capture, for its manifest; an analysis failure never loses the capture."""
     try:
         report = analyze_path(cap.path, manifest=cap.manifest)
-        return {**report.to_json(), "headline": report.headline()}
+        headline = report.headline()
+        if cap.manifest.status is Status.CORRUPT:
+            # Said first: a diagnosis of files that are not what the machine sent may mislead.
+            problems = len(cap.manifest.sha256sums_problems)
+            headline = f"CORRUPT: SHA256SUMS does not match what arrived ({problems} problem(s)); {headline}"
+        return {**report.to_json(), "headline": headline}
     except Exception as e:
         return {"error": f"analysis failed: {e}"}

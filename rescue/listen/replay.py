@@ -17,7 +17,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rescue.capture.manifest import Kind, Manifest, read_manifest
+from rescue.capture.manifest import PARTIAL, Kind, Manifest, Status, read_manifest
+from rescue.capture.store import SPOOL
 from rescue.errors import RescueError
 from rescue.listen.config import build_settings
 from rescue.listen.wire import GZIP_MAGIC, header_line
@@ -68,11 +69,22 @@ def tar_bytes(files: list[tuple[str, bytes]]) -> bytes:
 
 
 def build_replay(capture: Path, token: str | None = None) -> Replay:
-    """The bytes to send for a stored capture, in the stream kind it arrived in."""
+    """The bytes to send for a stored capture, in the stream kind it arrived in.
+
+    An incomplete capture stays incomplete: its header says so (`incomplete=1`), and a tar that was not
+    extracted whole is sent as the spool that kept its wire bytes, cut where it was cut.
+    """
     directory, manifest = read_manifest(capture)
     files = read_files(directory, manifest)
     kind = manifest.kind or Kind.RAW
-    if kind.body == "raw":
+    incomplete = manifest.status is not Status.COMPLETE
+    spool = [data for name, data in files if name in (SPOOL + PARTIAL, SPOOL + ".gz" + PARTIAL)]
+    header = dict(manifest.header)
+    if incomplete:
+        header["incomplete"] = "1"
+    if incomplete and spool:
+        body = spool[0]
+    elif kind.body == "raw":
         if len(files) != 1:
             raise RescueError(f"{directory}: a raw capture with {len(files)} files")
         body = files[0][1]
@@ -84,21 +96,35 @@ def build_replay(capture: Path, token: str | None = None) -> Replay:
         body = tar_bytes(files)
     else:
         raise RescueError(f"{directory}: a {kind} capture has no body to replay")
-    with_header = kind.value.startswith("header+") or token
-    head = header_line(manifest.header, token) if with_header else b""
+    with_header = kind.value.startswith("header+") or token or incomplete
+    head = header_line(header, token) if with_header else b""
     return Replay(str(kind), files, head + body)
 
 
+REFUSED = b"rescue: refused: "
+
+
 def send(stream: bytes, host: str, port: int, timeout: float = 30) -> None:
-    """Send stream, then half-close and wait for the listener to close: it does so once it has it all."""
+    """Send stream, then half-close and wait for the listener to close: it does so once it has it all.
+
+    A listener that refuses says why in one line before it resets the connection: that line is the error.
+    """
+    answer = b""
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(stream)
-            sock.shutdown(socket.SHUT_WR)
-            while sock.recv(4096):
-                pass
+            try:
+                sock.sendall(stream)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # refused mid-way: the line it sent first says why
+            while chunk := sock.recv(4096):
+                answer = (answer + chunk)[-4096:]
     except OSError as e:
-        raise RescueError(f"cannot send to {host}:{port}: {e.strerror or e}") from None
+        if REFUSED not in answer:
+            raise RescueError(f"cannot send to {host}:{port}: {e.strerror or e}") from None
+    if REFUSED in answer:
+        why = answer.split(REFUSED, 1)[1].split(b"\n", 1)[0].decode("utf-8", errors="replace")
+        raise RescueError(f"{host}:{port} refused the capture: {why}")
 
 
 def command(args: argparse.Namespace) -> int:

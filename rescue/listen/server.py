@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -17,16 +18,18 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from rescue.capture.manifest import Status
+from rescue.capture.manifest import Status, write_manifest
 from rescue.capture.store import Capture, Store
 from rescue.deadline import Deadline
 from rescue.errors import RescueError
 from rescue.listen import netinfo
+from rescue.listen.admission import Admission
 from rescue.listen.config import Settings, build_settings
 from rescue.listen.connection import Connection, Received
 from rescue.listen.events import Events, capture_summary
 from rescue.listen.finalize import finalize
 from rescue.listen.netconsole import NetconsoleEndpoint
+from rescue.listen.sockets import bound_socket
 from rescue.tokens import warn_visible_token
 from rescue.units import human_size
 
@@ -39,7 +42,8 @@ class ListenServer:
         self._cli = cli  # the flags given on the command line, re-applied over the config file on reload
         self.events = events
         self.store = Store(settings.dir)
-        self.connections: set[Connection] = set()
+        self.gate = Admission(events)
+        self.unwritten: list[Capture] = []  # final manifests the disk refused: retried every second
         self.pending: set[asyncio.Future[Capture]] = set()
         self.stats = {"connections": 0, "bytes": 0, "complete": 0, "incomplete": 0, "rejected": 0}
         self.started = time.time()
@@ -51,16 +55,26 @@ class ListenServer:
     def admit(self, conn: Connection) -> str | None:
         if self.server is None or not self.server.is_serving():
             return "shutting down"
-        if not self.settings.allows(conn.peer):
-            return "address not in --allow"
-        if len(self.connections) >= self.settings.max_connections:
-            return f"too many connections (--max-connections {self.settings.max_connections})"
-        self.connections.add(conn)
-        self.stats["connections"] += 1
-        return None
+        reason = self.gate.admit(conn, self.settings)
+        if reason is None:
+            self.stats["connections"] += 1
+        return reason
 
     def forget(self, conn: Connection) -> None:
-        self.connections.discard(conn)
+        self.gate.forget(conn)
+
+    def new_capture(self, conn: Connection) -> Capture:
+        return self.store.new_capture(conn.peer, time.time())
+
+    def reject(self, conn: Connection, reason: str) -> Capture | None:
+        return self.gate.reject(conn, reason, self.store)
+
+    def drain_refusals(self) -> bool:
+        return not self.stopping.is_set() and self.gate.drain_refusals(self.loop)
+
+    @property
+    def connections(self) -> set[Connection]:
+        return self.gate.connections
 
     def finalize(self, received: Received) -> None:
         fut = self.loop.run_in_executor(None, finalize, received, self.settings)
@@ -77,9 +91,16 @@ class ListenServer:
             )
             if self.settings.debug:
                 traceback.print_exception(exc)
+            # Never leave it `receiving`: what is on disk stays, the manifest says it is not whole.
+            cap = received.capture
+            cap.manifest.status, cap.manifest.reason = Status.INCOMPLETE, f"internal error: {exc}"
+            self._write_final(cap)
             return
         cap = fut.result()
         m = cap.manifest
+        if m.manifest_error:
+            self.unwritten.append(cap)
+        self.gate.finalized(cap, peer)
         self.stats[m.status] = self.stats.get(m.status, 0) + 1
         self.stats["bytes"] += received.body_bytes
         analysis = m.analysis or {}
@@ -101,6 +122,20 @@ class ListenServer:
         if self.netconsole is not None:  # the netconsole stream of the same boot joins this capture
             self.netconsole.bundle_arrived(cap.path, m.header)
 
+    def _write_final(self, cap: Capture) -> None:
+        try:
+            write_manifest(cap.path, cap.manifest)
+        except OSError:
+            self.unwritten.append(cap)
+
+    def _housekeeping(self) -> None:
+        """Once a second: manifests the disk refused are written again; rejection counts go to disk."""
+        retry, self.unwritten = self.unwritten, []
+        for cap in retry:
+            cap.manifest.manifest_error = None
+            self._write_final(cap)
+        self.gate.write_counts()
+
     # lifecycle ----------------------------------------------------------------------------------
 
     async def serve(self) -> None:
@@ -120,11 +155,7 @@ class ListenServer:
                 )
             else:
                 self.server = await self.loop.create_server(
-                    lambda: Connection(self),
-                    self.settings.bind,
-                    self.settings.port,
-                    backlog=BACKLOG,
-                    reuse_address=True,
+                    lambda: Connection(self), sock=bound_socket(self.settings), backlog=BACKLOG
                 )
         except OSError as e:
             where = f"{self.settings.bind}:{self.settings.port}"
@@ -145,6 +176,7 @@ class ListenServer:
             ticker.cancel()
             if self.netconsole is not None:
                 await self.netconsole.close()
+        self._housekeeping()
         self.events.event("stopped", "stopped", **self.stats)
 
     async def _start_netconsole(self, bind: str, port: int) -> int:
@@ -229,28 +261,37 @@ class ListenServer:
             await asyncio.gather(*self.pending, return_exceptions=True)
 
     async def _tick(self) -> None:
-        """Once a second: close idle senders, show progress."""
+        """Once a second: close idle senders, put buffered bytes on disk, show progress.
+
+        Nothing may end this loop but the stop: a failure in one round is reported and the next goes on.
+        """
         while True:
             await asyncio.sleep(1)
-            now = time.monotonic()
-            active = []
-            for conn in list(self.connections):
-                if conn.done:
-                    continue
-                if conn.idle_for(now) >= self.settings.idle_timeout:
-                    idle = f"sender silent for {self.settings.idle_timeout:.0f}s (--idle-timeout)"
-                    conn.finish(Status.INCOMPLETE, idle)
-                    continue
-                conn.checkpoint(now)
-                if now - conn.started >= 1 and conn.received:
-                    rate = conn.received / (now - conn.started)
-                    active.append(f"{conn.peer} {human_size(conn.received)} {human_size(rate)}/s")
-                    if self.events.json_events:
-                        self.events.event(
-                            "progress", None, peer=conn.peer, bytes=conn.received, rate=round(rate)
-                        )
-            if active:
-                self.events.progress("receiving: " + "; ".join(active))
+            try:
+                self._tick_once(time.monotonic())
+            except Exception as e:  # the idle timeouts and checkpoints must outlive any one failure
+                with contextlib.suppress(Exception):
+                    text = f"internal error in the once-a-second round: {e}"
+                    self.events.event("error", text, error=str(e))
+
+    def _tick_once(self, now: float) -> None:
+        active = []
+        for conn in list(self.connections):
+            if conn.done:
+                continue
+            if conn.idle_for(now) >= self.settings.idle_timeout:
+                idle = f"sender silent for {self.settings.idle_timeout:.0f}s (--idle-timeout)"
+                conn.finish(Status.INCOMPLETE, idle)
+                continue
+            conn.checkpoint(now)
+            if now - conn.started >= 1 and conn.received:
+                rate = conn.rate(now)
+                active.append(f"{conn.peer} {human_size(conn.received)} {human_size(rate)}/s")
+                if self.events.json_events:
+                    self.events.event("progress", None, peer=conn.peer, bytes=conn.received, rate=round(rate))
+        self._housekeeping()
+        if active:
+            self.events.progress("receiving: " + "; ".join(active))
 
     def reload(self) -> None:
         """SIGHUP: re-read the config file (flags given on the command line still win), reopen the log."""
@@ -260,8 +301,9 @@ class ListenServer:
             return
         try:
             self.settings = build_settings(self._cli)  # validated whole before it replaces the old
-        except RescueError as e:
-            self.events.event("error", f"reload failed, keeping the old settings: {e}", error=str(e))
+        except Exception as e:  # whatever is wrong with the new file, the old settings stay
+            text = e.message if isinstance(e, RescueError) else f"{type(e).__name__}: {e}"
+            self.events.event("error", f"reload failed, keeping the old settings: {text}", error=text)
             return
         self.events.event(
             "reloaded",
@@ -338,6 +380,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--max-bytes", help="most bytes kept per connection (default 4G)")
     p.add_argument("--max-connections", type=int, help="most simultaneous senders (default 256)")
+    p.add_argument("--max-per-peer", type=int, help="most simultaneous senders of one address (default 128)")
+    p.add_argument(
+        "--min-free", help="refuse new captures while the capture disk has less free than this (default 256M)"
+    )
+    p.add_argument(
+        "--first-block-timeout",
+        type=float,
+        help="seconds a sender has for its header or first block before it is the first to go when the "
+        "listener is full (default 2)",
+    )
+    p.add_argument(
+        "--min-rate", help="bytes/s under which a sender goes next when the listener is full (default 1K)"
+    )
+    p.add_argument(
+        "--ipv6-only", action="store_true", default=None, help="with --bind ::, do not also take IPv4"
+    )
     p.add_argument("--idle-timeout", type=float, help="close a sender silent this many seconds (default 60)")
     p.add_argument(
         "--drain-timeout", type=float, help="on TERM/INT, wait this long for transfers (default 10)"

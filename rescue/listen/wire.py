@@ -20,13 +20,16 @@ _KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _DMESG_START = re.compile(rb"^(<\d+>)?(\[\s*\d+\.\d+\]|Linux version )")
 
 
-class HeaderError(ValueError):
-    """The header line is present but unusable; the stream is rejected with this reason."""
+MAX_VALUE = 256
 
 
-def detect_kind(prefix: bytes, eof: bool) -> str | None:
-    """ "header", "tar", "gzip" or "raw"; None while more bytes are needed to tell."""
-    if prefix[: len(HEADER_MAGIC)] == HEADER_MAGIC[: len(prefix)] and prefix:
+def detect_kind(prefix: bytes, eof: bool, *, header_allowed: bool = True) -> str | None:
+    """ "header", "tar", "gzip" or "raw"; None while more bytes are needed to tell.
+
+    After a header line the body is told without header_allowed: a body that happens to start with
+    `RESCUE/` is data, not a second header.
+    """
+    if header_allowed and prefix[: len(HEADER_MAGIC)] == HEADER_MAGIC[: len(prefix)] and prefix:
         if b"\n" in prefix[:MAX_HEADER]:
             return "header"
         if len(prefix) < MAX_HEADER and not eof:
@@ -43,22 +46,36 @@ def detect_kind(prefix: bytes, eof: bool) -> str | None:
     return None
 
 
-def parse_header(line: bytes) -> dict[str, str]:
-    """`RESCUE/1 name=x token=y` -> {"name": "x", "token": "y"}; HeaderError when unusable."""
-    try:
-        text = line.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise HeaderError("header line is not UTF-8") from None
-    words = text.split()
-    if not words or words[0].encode() != HEADER_VERSION:
-        raise HeaderError(f"unsupported protocol {words[0][:16] if words else ''!r} (expected RESCUE/1)")
+def parse_header(line: bytes) -> tuple[dict[str, str], list[str]]:
+    """`RESCUE/1 name=x token=y` -> ({"name": "x", "token": "y"}, problems).
+
+    Never fails: a field that cannot be read is left out and named in problems by its position only,
+    since its text may hold a secret (a `Token=...` typed with a capital). Whether the stream is kept is
+    the token's decision alone, not the header's form.
+    """
+    words = line.split()
+    problems: list[str] = []
+    if not words or words[0] != HEADER_VERSION:
+        problems.append("the header line does not start with RESCUE/1")
     fields: dict[str, str] = {}
-    for word in words[1:]:
+    for n, raw in enumerate(words[1:], start=1):
+        try:
+            word = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(f"header field {n} is not UTF-8")
+            continue
         key, eq, value = word.partition("=")
-        if not eq or not _KEY.fullmatch(key):
-            raise HeaderError(f"bad header field {word[:40]!r}")
-        fields[key] = value[:256]
-    return fields
+        if not eq:
+            problems.append(f"header field {n} has no '=' (a value with a space?)")
+        elif not _KEY.fullmatch(key):
+            problems.append(f"header field {n} has a malformed key (lower case letters, digits, _)")
+        elif key in fields:
+            problems.append(f"header field {n} repeats a key; the first one counts")
+        else:
+            if len(value) > MAX_VALUE:
+                problems.append(f"header field {n} is longer than {MAX_VALUE} characters (cut)")
+            fields[key] = value[:MAX_VALUE]
+    return fields, problems
 
 
 def looks_like_dmesg(prefix: bytes) -> bool:

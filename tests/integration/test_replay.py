@@ -130,7 +130,8 @@ def test_replay_to_a_listener_that_wants_a_token(tmp_path: Path) -> None:
     lst = Listener(tmp_path / "captures", "--token", "s3cret")
     try:
         capture = REPO / "tests" / "captures" / "manual-dmesg"
-        assert rescue("replay", str(capture), "--to", f"127.0.0.1:{lst.port}").returncode == 0
+        refused = rescue("replay", str(capture), "--to", f"127.0.0.1:{lst.port}")
+        assert refused.returncode == 2 and "refused the capture: a token is required" in refused.stderr
         assert lst.wait_for("capture")["status"] == "rejected"
         proc = rescue("replay", str(capture), "--to", f"127.0.0.1:{lst.port}", "--token", "s3cret")
         assert proc.returncode == 0, proc.stderr
