@@ -161,7 +161,8 @@ class Connection(asyncio.BufferedProtocol):
             return True  # refused while telling the kind (a token, a disk that cannot store it)
         if self.header and "incomplete" in self.header:
             # A replay of an incomplete capture stays incomplete.
-            self.finish(Status.INCOMPLETE, "sent as incomplete (a replay of an incomplete capture)")
+            reason = "sent as incomplete (a replay of an incomplete capture)"
+            self.finish(Status.INCOMPLETE, reason, tell=False)
         else:
             self.finish(Status.COMPLETE, None)
         return False  # close our side now: busybox nc exits only when we do
@@ -276,7 +277,7 @@ class Connection(asyncio.BufferedProtocol):
     def _fail_io(self, e: OSError) -> None:
         self.finish(Status.INCOMPLETE, io_reason(e))
 
-    def finish(self, status: Status, reason: str | None) -> None:
+    def finish(self, status: Status, reason: str | None, *, tell: bool = True) -> None:
         """Stop receiving and hand a Received to the server; a sender stopped by us is told why."""
         if self.done:
             return
@@ -292,7 +293,7 @@ class Connection(asyncio.BufferedProtocol):
             if self.rejection:  # the token decided, now that the kind is known
                 status, reason = Status.REJECTED, self.rejection
         self._fill = 0
-        if self.transport and not self.transport.is_closing() and status is not Status.COMPLETE:
+        if tell and self.transport and not self.transport.is_closing() and status is not Status.COMPLETE:
             self._refuse(reason or str(status))
         if self.capture is None or self.kind is None:
             return  # nothing arrived that could be stored
