@@ -71,13 +71,14 @@ def connect_from(source: str, port: int) -> socket.socket:
 
 
 def read_all(s: socket.socket, timeout: float = 10) -> bytes:
-    """What the listener says before it closes (a reset after its line counts as the end)."""
+    """What the listener says before it closes (a reset after its line counts as the end), or until
+    timeout seconds pass in silence."""
     s.settimeout(timeout)
     got = b""
     try:
         while chunk := s.recv(4096):
             got += chunk
-    except ConnectionResetError:
+    except (ConnectionResetError, TimeoutError):
         pass
     return got
 
