@@ -166,3 +166,12 @@ def test_replay_of_an_incomplete_capture_stays_incomplete(listener: Listener, bu
     assert again["status"] == "incomplete"
     assert (Path(again["path"]) / "stream.tar.partial").read_bytes() == cut
     assert manifest_of(again["path"])["header"]["incomplete"] == "1"
+
+
+def test_a_huge_kernel_log_is_analysed_in_bounded_memory(tmp_path: Path, busybox: str) -> None:
+    lst = Listener(tmp_path / "c")
+    script = f"yes '[    1.000000] a kernel line' | head -c {300 << 20} | {busybox} nc 127.0.0.1 {lst.port}"
+    assert subprocess.run(["sh", "-c", script], timeout=300).returncode == 0
+    ev = lst.wait_for("capture", timeout=300)
+    assert ev["status"] == "complete" and ev["bytes"] == 300 << 20
+    assert vm_hwm(lst.proc.pid) < 256 << 20
