@@ -26,6 +26,7 @@ from rescue.units import human_size
 
 REJECT_WINDOW = 60.0  # a peer's rejected streams within this many seconds share one capture
 MAX_DRAINING = 256  # refused senders read for a moment at once; beyond, they are reset at once
+REFUSED_WINDOW = 10.0  # refusals of one peer for one reason: the first said, the rest counted this long
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Admission:
         self.rejections: dict[str, Rejections] = {}
         self.draining = 0  # refused senders being read before their reset
         self.low_space = False
+        self.refusals: dict[tuple[str, str], list[float]] = {}  # (peer, reason) -> [since, count not said]
 
     def admit(self, conn: Connection, s: Settings) -> str | None:
         """None when conn may send (it is in the table then); else why not."""
@@ -107,6 +109,25 @@ class Admission:
             self.events.event("space", text, low=low, free=free)
         return low
 
+    def refused(self, peer: str, reason: str) -> None:
+        """A `refused` event; a flood of the same refusal becomes one event and a count, not a log flood."""
+        key = (peer, reason)
+        seen = self.refusals.get(key)
+        if seen is not None and time.monotonic() - seen[0] < REFUSED_WINDOW:
+            seen[1] += 1
+            return
+        self.refusals[key] = [time.monotonic(), 0]
+        self.events.event("refused", f"refused {peer}: {reason}", peer=peer, reason=reason, count=1)
+
+    def _say_refusal_counts(self, now: float, final: bool) -> None:
+        for (peer, reason), (since, count) in list(self.refusals.items()):
+            if now - since < REFUSED_WINDOW and not final:
+                continue
+            del self.refusals[(peer, reason)]
+            if count:
+                text = f"refused {peer} {count} more time(s) in {REFUSED_WINDOW:.0f}s: {reason}"
+                self.events.event("refused", text, peer=peer, reason=reason, count=count)
+
     def drain_refusals(self, loop: asyncio.AbstractEventLoop) -> bool:
         """May one more refused sender be read for a moment before its reset? (Bounded in number.)"""
         if self.draining >= MAX_DRAINING:
@@ -137,9 +158,11 @@ class Admission:
         if agg is not None and agg.capture is cap:
             agg.written = 1
 
-    def write_counts(self) -> None:
-        """Once a second and at the stop: the counts into the manifests; a window that ended is said."""
+    def write_counts(self, *, final: bool = False) -> None:
+        """Once a second and at the stop (final): the counts into the manifests; a window that ended is
+        said."""
         now = time.monotonic()
+        self._say_refusal_counts(now, final)
         for peer, agg in list(self.rejections.items()):
             if agg.written and agg.count > agg.written:
                 agg.capture.manifest.rejections = agg.count

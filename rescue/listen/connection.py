@@ -57,6 +57,8 @@ class Server(Protocol):
 
     def drain_refusals(self) -> bool: ...  # False while too many refused senders are being drained
 
+    def refused(self, peer: str, reason: str) -> None: ...  # say it (a flood of them in few lines)
+
 
 @dataclass(frozen=True)
 class Received:
@@ -117,9 +119,7 @@ class Connection(asyncio.BufferedProtocol):
         if reason:
             self.done = True
             self._refuse(reason)
-            self.server.events.event(
-                "refused", f"refused {self.peer}: {reason}", peer=self.peer, reason=reason
-            )
+            self.server.refused(self.peer, reason)
             return
         self.server.events.event("connection", None, peer=self.peer)
 
@@ -315,9 +315,18 @@ class Connection(asyncio.BufferedProtocol):
         with contextlib.suppress(Exception):
             transport.write(f"rescue: refused: {reason}\n".encode())
         if self.server.drain_refusals():
-            asyncio.get_running_loop().call_later(REFUSAL_DRAIN, self._reset)
+            # Read for a while (nc prints the line when it next polls), then stop reading so that a sender
+            # still sending blocks in write(): the reset then fails that write, and busybox nc exits 1.
+            loop = asyncio.get_running_loop()
+            loop.call_later(REFUSAL_DRAIN / 2, self._stop_reading)
+            loop.call_later(REFUSAL_DRAIN, self._reset)
         else:
             self._reset()
+
+    def _stop_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(Exception):
+                self.transport.pause_reading()
 
     def _reset(self) -> None:
         """Close with a reset (SO_LINGER 0): a busybox nc still writing then exits 1, not 0."""

@@ -69,6 +69,9 @@ class ListenServer:
     def reject(self, conn: Connection, reason: str) -> Capture | None:
         return self.gate.reject(conn, reason, self.store)
 
+    def refused(self, peer: str, reason: str) -> None:
+        self.gate.refused(peer, reason)
+
     def drain_refusals(self) -> bool:
         return not self.stopping.is_set() and self.gate.drain_refusals(self.loop)
 
@@ -128,13 +131,13 @@ class ListenServer:
         except OSError:
             self.unwritten.append(cap)
 
-    def _housekeeping(self) -> None:
+    def _housekeeping(self, *, final: bool = False) -> None:
         """Once a second: manifests the disk refused are written again; rejection counts go to disk."""
         retry, self.unwritten = self.unwritten, []
         for cap in retry:
             cap.manifest.manifest_error = None
             self._write_final(cap)
-        self.gate.write_counts()
+        self.gate.write_counts(final=final)
 
     # lifecycle ----------------------------------------------------------------------------------
 
@@ -176,7 +179,7 @@ class ListenServer:
             ticker.cancel()
             if self.netconsole is not None:
                 await self.netconsole.close()
-        self._housekeeping()
+        self._housekeeping(final=True)
         self.events.event("stopped", "stopped", **self.stats)
 
     async def _start_netconsole(self, bind: str, port: int) -> int:
