@@ -106,6 +106,7 @@ class Connection(asyncio.BufferedProtocol):
         self.sink: FileWriter | None = None
         self.raw_name: str | None = None
         self.done = False
+        self.refused = False  # the sender was told why we end the stream
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
 
@@ -308,8 +309,9 @@ class Connection(asyncio.BufferedProtocol):
     def _refuse(self, reason: str) -> None:
         """Tell the sender in one line, read what it still sends for a moment, then reset the connection."""
         transport = self.transport
-        if transport is None or transport.is_closing():
-            return
+        if transport is None or transport.is_closing() or self.refused:
+            return  # one line per connection, the first reason found
+        self.refused = True
         self._buf = bytearray(FIRST_BUFFER)  # what a refused sender still sends is dropped
         self._fill = 0
         with contextlib.suppress(Exception):
