@@ -155,7 +155,10 @@ def test_refused_senders_are_not_held_without_bound(tmp_path: Path, busybox: str
         # Each is told; the ones past the first 256 are reset at once instead of being read a moment.
         answers = [read_all(s, 5) for s in socks]
         assert all(a == REFUSED + b"address not in --allow\n" for a in answers)
-        assert nc_send(busybox, lst.port, DMESG).stdout.startswith(REFUSED)
+        # Past 256 refusals being read at once, a sender may get the reset before it reads the line:
+        # busybox nc then fails (exit 1). Either way it learns it was refused.
+        sent = nc_send(busybox, lst.port, DMESG)
+        assert sent.stdout.startswith(REFUSED) or (sent.returncode == 1 and b"reset" in sent.stderr)
         assert lst.proc.poll() is None
     finally:
         for s in socks:
