@@ -176,7 +176,8 @@ def flood_captures_per_second(
 
         def send(data: bytes) -> int:
             for attempt in range(20):  # a refused sender tries again, as the hooks do
-                if not nc_send(BUSYBOX, lst.port, data, timeout=60).stdout:
+                sent = nc_send(BUSYBOX, lst.port, data, timeout=60)
+                if sent.returncode == 0 and not sent.stdout:  # else a line said why, or a reset did
                     return attempt
                 time.sleep(0.25)
             return 20
@@ -221,7 +222,8 @@ def slowloris_wait(work: Path, rounds: int = 10) -> list[float]:
         for n in range(rounds):
             t0 = time.perf_counter()
             for _ in range(60):
-                if not nc_send(BUSYBOX, lst.port, DMESG + str(n).encode(), timeout=60).stdout:
+                sent = nc_send(BUSYBOX, lst.port, DMESG + str(n).encode(), timeout=60)
+                if sent.returncode == 0 and not sent.stdout:
                     break
                 time.sleep(0.25)
             waits.append(time.perf_counter() - t0)
