@@ -54,6 +54,7 @@ def write_final_manifest(cap: Capture) -> None:
     """The final manifest, durably; when the disk is full, a compact one over the reserved blocks of the
     `receiving` one, so the manifest on disk never stays `receiving` and never lies about a capture."""
     m = cap.manifest
+    m.manifest_error = None
     try:
         write_manifest(cap.path, m)
         return

@@ -11,14 +11,13 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from rescue.capture.manifest import Status, write_manifest
+from rescue.capture.manifest import Status
 from rescue.capture.store import Capture, Store
 from rescue.deadline import Deadline
 from rescue.errors import RescueError
@@ -27,9 +26,9 @@ from rescue.listen.admission import Admission
 from rescue.listen.config import Settings, build_settings
 from rescue.listen.connection import Connection, Received
 from rescue.listen.events import Events, capture_summary
-from rescue.listen.finalize import finalize
+from rescue.listen.finalize import finalize, write_final_manifest
 from rescue.listen.netconsole import NetconsoleEndpoint
-from rescue.listen.sockets import bound_socket
+from rescue.listen.sockets import bound_socket, systemd_socket
 from rescue.tokens import warn_visible_token
 from rescue.units import human_size
 
@@ -43,6 +42,7 @@ class ListenServer:
         self.events = events
         self.store = Store(settings.dir)
         self.gate = Admission(events)
+        self.connections = self.gate.connections  # the table (the same set): admitted, not yet finished
         self.unwritten: list[Capture] = []  # final manifests the disk refused: retried every second
         self.pending: set[asyncio.Future[Capture]] = set()
         self.stats = {"connections": 0, "bytes": 0, "complete": 0, "incomplete": 0, "rejected": 0}
@@ -75,10 +75,6 @@ class ListenServer:
     def drain_refusals(self) -> bool:
         return not self.stopping.is_set() and self.gate.drain_refusals(self.loop)
 
-    @property
-    def connections(self) -> set[Connection]:
-        return self.gate.connections
-
     def finalize(self, received: Received) -> None:
         fut = self.loop.run_in_executor(None, finalize, received, self.settings)
         self.pending.add(fut)
@@ -97,7 +93,7 @@ class ListenServer:
             # Never leave it `receiving`: what is on disk stays, the manifest says it is not whole.
             cap = received.capture
             cap.manifest.status, cap.manifest.reason = Status.INCOMPLETE, f"internal error: {exc}"
-            self._write_final(cap)
+            self.unwritten.append(cap)  # written in the next round
             return
         cap = fut.result()
         m = cap.manifest
@@ -125,18 +121,12 @@ class ListenServer:
         if self.netconsole is not None:  # the netconsole stream of the same boot joins this capture
             self.netconsole.bundle_arrived(cap.path, m.header)
 
-    def _write_final(self, cap: Capture) -> None:
-        try:
-            write_manifest(cap.path, cap.manifest)
-        except OSError:
-            self.unwritten.append(cap)
-
     def _housekeeping(self, *, final: bool = False) -> None:
         """Once a second: manifests the disk refused are written again; rejection counts go to disk."""
         retry, self.unwritten = self.unwritten, []
         for cap in retry:
-            cap.manifest.manifest_error = None
-            self._write_final(cap)
+            write_final_manifest(cap)  # manifest_error says whether the disk still refused it
+        self.unwritten += [cap for cap in retry if cap.manifest.manifest_error]
         self.gate.write_counts(final=final)
 
     # lifecycle ----------------------------------------------------------------------------------
@@ -330,28 +320,6 @@ class ListenServer:
             netconsole=self.netconsole.stats if self.netconsole is not None else None,
             **{k: s[k] for k in ("complete", "incomplete", "rejected")},
         )
-
-
-SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first socket systemd passes
-
-
-def systemd_socket() -> socket.socket | None:
-    """The listening socket systemd passed (LISTEN_PID is us, LISTEN_FDS >= 1), else None.
-
-    The variables are removed once read, as sd_listen_fds(1) does, so that no child takes the socket
-    for its own.
-    """
-    pid, count = os.environ.get("LISTEN_PID", ""), os.environ.get("LISTEN_FDS", "")
-    if pid != str(os.getpid()) or not count.isdigit() or int(count) < 1:
-        return None
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)
-    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
-    if sock.type != socket.SOCK_STREAM:
-        raise RescueError("systemd passed a socket that is not a stream", hint="ListenStream= in the unit")
-    os.set_inheritable(sock.fileno(), False)
-    sock.setblocking(False)
-    return sock
 
 
 # CLI ----------------------------------------------------------------------------------------------
