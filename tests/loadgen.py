@@ -128,6 +128,8 @@ async def send_like_busybox_nc(
     finally:
         if reader is not None and not reader.done():
             reader.cancel()
+        elif reader is not None and not reader.cancelled():
+            reader.exception()  # a reset seen while still sending: already reported by the send
         sock.close()
 
 
