@@ -22,6 +22,7 @@ COMMANDS = {
     "check-image": "rescue.image.check",
     "hooks": "rescue.hooks.command",
     "replay": "rescue.listen.replay",
+    "summary": "rescue.summary.command",
 }
 
 

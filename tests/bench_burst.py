@@ -103,9 +103,8 @@ class Figures:
             f"all stored and diagnosed after {self.all_done:.1f} s "
             f"(bytes accepted after {self.all_accepted:.1f} s); "
             f"peak RSS {self.peak_rss_mib:.0f} MiB ({self.peak_tree_mib:.0f} MiB with workers); "
-            f"{self.cpu_seconds:.0f} CPU-s; complete {self.stored['complete']}, lost {self.lost}, "
-            f"refused {self.refused} (senders: {dict(c)}), incomplete {self.stored['incomplete']}, "
-            f"stored twice {self.duplicates}, not diagnosed {self.undiagnosed}"
+            f"{self.cpu_seconds:.0f} CPU-s; lost {self.lost}, refused {self.refused} (senders: {dict(c)}); "
+            f"captures {dict(self.stored)}, stored twice {self.duplicates}, not diagnosed {self.undiagnosed}"
         )
 
     def verdict(self) -> str:
@@ -130,7 +129,8 @@ def scan_captures(root: Path) -> dict[str, list[dict[str, object]]]:
             m = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        machine = (m.get("header") or {}).get("machine") or m.get("peer", "?")
+        # A manifest left `receiving` has no header yet: keyed by its path, it counts under its status only.
+        machine = (m.get("header") or {}).get("machine") or str(path)
         analysis = m.get("analysis") or {}
         found.setdefault(machine, []).append(
             {"status": m.get("status"), "diagnosed": bool(analysis) and "error" not in analysis}

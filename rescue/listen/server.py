@@ -27,6 +27,7 @@ from rescue.listen.connection import Connection, Received
 from rescue.listen.events import Events, capture_summary
 from rescue.listen.finalize import finalize
 from rescue.listen.netconsole import NetconsoleEndpoint
+from rescue.summary.feed import Feed
 from rescue.tokens import warn_visible_token
 from rescue.units import human_size
 
@@ -47,6 +48,9 @@ class ListenServer:
         self.stopping = asyncio.Event()
         self.loop = asyncio.get_running_loop()
         self.netconsole: NetconsoleEndpoint | None = None
+        self.fleet = Feed(
+            settings.dir, self._from_thread(self._milestone), self._from_thread(self._index_error)
+        )
 
     def admit(self, conn: Connection) -> str | None:
         if self.server is None or not self.server.is_serving():
@@ -100,11 +104,28 @@ class ListenServer:
         )
         if self.netconsole is not None:  # the netconsole stream of the same boot joins this capture
             self.netconsole.bundle_arrived(cap.path, m.header)
+        self.fleet.add(cap.path, m)
+
+    def _from_thread(self, fn: Callable[..., None]) -> Callable[..., None]:
+        """fn, callable from another thread: it runs on the event loop."""
+
+        def call(*args: object) -> None:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+        return call
+
+    def _milestone(self, line: str, machines: int) -> None:
+        self.events.end_progress()
+        self.events.event("milestone", line, machines=machines, line=line)
+
+    def _index_error(self, problem: str) -> None:
+        self.events.event("error", problem, error=problem)
 
     # lifecycle ----------------------------------------------------------------------------------
 
     async def serve(self) -> None:
         self.store.check_writable()
+        await asyncio.wrap_future(self.fleet.start())
         for path, problem in self.store.recover():
             if problem:
                 self.events.event("error", f"cannot recover {path}: {problem}", path=str(path), error=problem)
@@ -145,6 +166,7 @@ class ListenServer:
             ticker.cancel()
             if self.netconsole is not None:
                 await self.netconsole.close()
+            await self.loop.run_in_executor(None, self.fleet.close)
         self.events.event("stopped", "stopped", **self.stats)
 
     async def _start_netconsole(self, bind: str, port: int) -> int:
