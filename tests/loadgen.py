@@ -143,9 +143,11 @@ async def run_fleet(
     link_rate: int = 64 * 1024,
     timeout: float = 300.0,
     seed: int = 14,
+    first: int = 0,
 ) -> Run:
     """count machines, each sending one recorded bundle; at most `concurrency` at once, reached over `ramp`
-    seconds; each stream paced to about link_rate bytes/s (0: as fast as loopback goes)."""
+    seconds; each stream paced to about link_rate bytes/s (0: as fast as loopback goes). Machines are
+    numbered from `first`."""
     bundles = load_bundles()
     rng = random.Random(seed)
     run = Run()
@@ -156,7 +158,7 @@ async def run_fleet(
     async def one(n: int) -> None:
         nonlocal active
         bundle = rng.choice(bundles)
-        machine, source = machine_id(n), SOURCES[n % len(SOURCES)]
+        machine, source = machine_id(first + n), SOURCES[n % len(SOURCES)]
         t0 = time.monotonic()
         try:
             result, detail = await send_like_busybox_nc(

@@ -16,12 +16,12 @@ from rescue.units import parse_size
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def parse_network(text: str) -> Network:
+def parse_network(text: str, option: str = "--allow") -> Network:
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise RescueError(
-            f"bad --allow network {text!r}", hint="use CIDR notation such as 192.168.1.0/24"
+            f"bad {option} network {text!r}", hint="use CIDR notation such as 192.168.1.0/24"
         ) from None
 
 
@@ -35,6 +35,8 @@ class Settings:
     token: str | None = None
     token_file: Path | None = None  # read at start and on SIGHUP; never shown (unlike --token in ps)
     allow: tuple[Network, ...] = ()  # empty: every peer may send
+    proxy_protocol: bool = False  # read a PROXY v1/v2 header from --trusted-proxy peers (listen.proxy)
+    trusted_proxy: tuple[Network, ...] = ()
     max_bytes: int = 4 << 30  # per connection
     max_connections: int = 256
     max_members: int = 10_000  # tar members per connection
@@ -52,6 +54,13 @@ class Settings:
         ip = ipaddress.ip_address(peer)
         return any(ip in net for net in self.allow)
 
+    def trusts_proxy(self, peer: str) -> bool:
+        """Whether this peer's connections start with a PROXY header naming the real sender."""
+        if not self.proxy_protocol:
+            return False
+        ip = ipaddress.ip_address(peer)
+        return any(ip in net for net in self.trusted_proxy)
+
 
 # Given on the command line only; every other setting may also come from the config file.
 _CLI_ONLY = frozenset({"json", "debug", "config"})
@@ -62,8 +71,10 @@ def coerce(key: str, value: Any) -> Any:
     """Turn a value from the config file or the command line into the field's type."""
     if value is None:
         return None
-    if key == "allow":
-        return tuple(parse_network(str(v)) for v in (value if isinstance(value, list | tuple) else [value]))
+    if key in ("allow", "trusted_proxy"):
+        option = "--" + key.replace("_", "-")
+        values = value if isinstance(value, list | tuple) else [value]
+        return tuple(parse_network(str(v), option) for v in values)
     if key == "max_bytes":
         return parse_size(value)
     if key in ("dir", "log", "config", "token_file"):
@@ -117,5 +128,14 @@ def build_settings(cli: dict[str, Any], env: dict[str, str] | None = None) -> Se
         if any(layer.get(k) is not None for k in _TOKEN_KEYS):
             token_file = layer.get("token_file")
             token = layer.get("token") or (read_token_file(token_file) if token_file else None)
-            return replace(settings, token=token, token_file=token_file)
+            return _checked(replace(settings, token=token, token_file=token_file))
+    return _checked(settings)
+
+
+def _checked(settings: Settings) -> Settings:
+    if settings.proxy_protocol and not settings.trusted_proxy:
+        raise RescueError(
+            "--proxy-protocol needs --trusted-proxy CIDR",
+            hint="the load balancers' addresses: from anyone else a PROXY header would be a forged address",
+        )
     return settings

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from rescue.capture.manifest import Kind, Status
 from rescue.capture.store import Capture, FileWriter, Store, safe_relpath
-from rescue.listen import wire
+from rescue.listen import proxy, wire
 from rescue.listen.config import Settings
 from rescue.listen.events import Events
 from rescue.units import human_size
@@ -87,6 +87,7 @@ class Connection(asyncio.BufferedProtocol):
         self.done = False
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.via_proxy: str | None = None  # the trusted proxy's address while its PROXY header is awaited
 
     # asyncio callbacks ------------------------------------------------------------------------
 
@@ -94,15 +95,20 @@ class Connection(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.peer = normalize_peer(transport.get_extra_info("peername")[0])
+        if self.settings.trusts_proxy(self.peer):
+            self.via_proxy = self.peer  # the sender is known once the PROXY header is read
         reason = self.server.admit(self)
         if reason:
-            self.done = True
-            transport.abort()
-            self.server.events.event(
-                "refused", f"refused {self.peer}: {reason}", peer=self.peer, reason=reason
-            )
+            self._refuse(reason)
             return
-        self.server.events.event("connection", None, peer=self.peer)
+        if not self.via_proxy:
+            self.server.events.event("connection", None, peer=self.peer)
+
+    def _refuse(self, reason: str) -> None:
+        self.done = True
+        if self.transport:
+            self.transport.abort()
+        self.server.events.event("refused", f"refused {self.peer}: {reason}", peer=self.peer, reason=reason)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return memoryview(self._buf)[self._fill :]
@@ -114,6 +120,8 @@ class Connection(asyncio.BufferedProtocol):
         self.received += nbytes
         self.last_data = time.monotonic()
         try:
+            if self.via_proxy and self.kind is None and not self._read_proxy_header(eof=False):
+                return
             if self.kind is None and not self._detect(eof=False):
                 if self._fill == len(self._buf):  # cannot happen with MAX_HEADER < BUFFER; be safe
                     self._detect(eof=True)
@@ -129,6 +137,8 @@ class Connection(asyncio.BufferedProtocol):
             return False
         if not self.done:
             try:
+                if self.via_proxy and self.kind is None and not self._read_proxy_header(eof=True):
+                    return False
                 if self.kind is None:
                     self._detect(eof=True)
                 self._flush()
@@ -149,6 +159,37 @@ class Connection(asyncio.BufferedProtocol):
             self.finish(Status.INCOMPLETE, reason)
 
     # the stream ---------------------------------------------------------------------------------
+
+    def _read_proxy_header(self, *, eof: bool) -> bool:
+        """Take the PROXY header off the front of a trusted proxy's stream: the sender becomes the peer.
+
+        False while the header is not whole yet, or when the connection ended (refused, rejected, or an
+        empty one such as a health check); True once the body may follow.
+        """
+        try:
+            header = proxy.parse(bytes(self._buf[: self._fill]))
+            if header is None and eof and self._fill:
+                raise proxy.ProxyHeaderError("the PROXY header was cut short")
+        except proxy.ProxyHeaderError as e:
+            self._reject(str(e))
+            return False
+        if header is None:
+            self.done = eof  # ended before any byte: nothing to store
+            return False
+        rest = self._buf[header.length : self._fill]
+        self._buf[: len(rest)] = rest
+        self._fill = len(rest)
+        if header.source is not None:
+            self.peer = normalize_peer(header.source)
+        via, self.via_proxy = self.via_proxy, None
+        if not self.settings.allows(self.peer):
+            self._refuse("address not in --allow")
+            return False
+        self.server.events.event("connection", None, peer=self.peer, proxy=via)
+        if eof and not self._fill:
+            self.done = True  # the proxy's own probe, or a sender that sent nothing: nothing to store
+            return False
+        return True
 
     def _detect(self, *, eof: bool) -> bool:
         """Decide the stream kind from the buffered prefix; open the capture and its sink."""
@@ -249,8 +290,8 @@ class Connection(asyncio.BufferedProtocol):
         A short stream that went quiet before its kind could be told is taken as raw (a tar sender
         writes its first 512-byte header block in one go).
         """
-        if self.done or not self._fill:
-            return
+        if self.done or not self._fill or self.via_proxy:
+            return  # a PROXY header is never taken for data, however slowly it comes
         try:
             if self.kind is None:
                 prefix = bytes(self._buf[: min(self._fill, len(wire.HEADER_MAGIC))])

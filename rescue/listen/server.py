@@ -55,7 +55,9 @@ class ListenServer:
     def admit(self, conn: Connection) -> str | None:
         if self.server is None or not self.server.is_serving():
             return "shutting down"
-        if not self.settings.allows(conn.peer):
+        if not conn.via_proxy and not self.settings.allows(
+            conn.peer
+        ):  # behind a proxy: once it named the peer
             return "address not in --allow"
         if len(self.connections) >= self.settings.max_connections:
             return f"too many connections (--max-connections {self.settings.max_connections})"
@@ -357,6 +359,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--token", help="the same, given on the command line (visible in ps: prefer --token-file)")
     p.add_argument(
         "--allow", action="append", default=[], metavar="CIDR", help="accept only these peers (repeatable)"
+    )
+    p.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        default=None,
+        help="connections from --trusted-proxy addresses start with a PROXY v1/v2 header "
+        "(HAProxy send-proxy, send-proxy-v2)",
+    )
+    p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="load balancers whose PROXY headers are believed (repeatable)",
     )
     p.add_argument("--max-bytes", help="most bytes kept per connection (default 4G)")
     p.add_argument("--max-connections", type=int, help="most simultaneous senders (default 256)")
