@@ -37,9 +37,14 @@ class Feed:
         self._pool.submit(self._add, capture, manifest)
 
     def close(self) -> None:
+        """Write what is queued, then close the index (in its own thread, as SQLite wants)."""
+        self._pool.submit(self._close)
         self._pool.shutdown(wait=True)
+
+    def _close(self) -> None:
         if self._index is not None:
             self._index.close()
+            self._index = None
 
     def _open(self) -> None:
         try:
