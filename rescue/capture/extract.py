@@ -48,10 +48,12 @@ def extract_tar(
     *,
     max_members: int,
     legacy_encoding: str,
+    durable: bool = True,
 ) -> TarResult:
     """Extract the regular files of a (possibly gzip'd, possibly truncated) tar below dest.
 
     Links, devices and fifos, absolute names and names with ".." are skipped and listed, never created.
+    durable=False leaves the fsyncs to a group commit (capture.commit) of the whole capture.
     """
     result = TarResult()
     taken: set[str] = set()
@@ -87,11 +89,11 @@ def extract_tar(
                         writer.write(chunk)
                 except BaseException:
                     # Keep what arrived of this member, under its .partial name.
-                    partial = writer.keep_partial()
+                    partial = writer.keep_partial(durable=durable)
                     partial.name, partial.encoding = rel + PARTIAL, how
                     result.files.append(partial)
                     raise
-                stored = writer.commit()
+                stored = writer.commit(durable=durable)
                 stored.name, stored.encoding = rel, how
                 result.files.append(stored)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:

@@ -106,9 +106,10 @@ class FileWriter:
             os.close(self._fd)
             self._fd = -1
 
-    def commit(self, name: str | None = None) -> FileEntry:
-        """fsync, close and rename to the final name (or keep .partial when name is PARTIAL)."""
-        if self._fd >= 0:
+    def commit(self, name: str | None = None, *, durable: bool = True) -> FileEntry:
+        """fsync, close and rename to the final name. durable=False leaves the fsync to a group commit
+        (capture.commit) that covers the file before anyone is told it is stored."""
+        if self._fd >= 0 and durable:
             os.fsync(self._fd)
         self.close()
         if name is not None:
@@ -116,9 +117,9 @@ class FileWriter:
         os.replace(self.partial, self.path)
         return FileEntry(self.path.name, self.bytes, self._hash.hexdigest())
 
-    def keep_partial(self) -> FileEntry:
+    def keep_partial(self, *, durable: bool = True) -> FileEntry:
         """Leave the bytes as NAME.partial: received, but not complete."""
-        if self._fd >= 0:
+        if self._fd >= 0 and durable:
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)
         self.close()

@@ -38,7 +38,7 @@ class Settings:
     proxy_protocol: bool = False  # read a PROXY v1/v2 header from --trusted-proxy peers (listen.proxy)
     trusted_proxy: tuple[Network, ...] = ()
     max_bytes: int = 4 << 30  # per connection
-    max_connections: int = 256
+    max_connections: int = 4096  # two descriptors each: the listener raises its open-file limit
     max_members: int = 10_000  # tar members per connection
     idle_timeout: float = 60.0  # seconds a sender may stay silent
     drain_timeout: float = 10.0  # on TERM/INT: how long in-flight transfers may take to finish

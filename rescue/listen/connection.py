@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hmac
 import ipaddress
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,11 +22,16 @@ from rescue.capture.store import Capture, FileWriter, Store, safe_relpath
 from rescue.listen import proxy, wire
 from rescue.listen.config import Settings
 from rescue.listen.events import Events
+from rescue.listen.finalize import SPOOL, io_reason
 from rescue.units import human_size
 
+# A connection starts with a small buffer (2,000 senders at once: 32 MiB) and gets the large one once its
+# stream proves long, where fewer, larger writes pay (one stream at full speed).
+BUFFER_FIRST = 16 * 1024
 BUFFER = 128 * 1024
+GROW_AFTER = 512 * 1024
 FLUSH_AT = 64 * 1024  # write and hash in chunks of at least this much: busybox nc sends 1 KiB at a time
-SPOOL = "stream.tar"  # a tar (or .gz) stream is spooled whole, then extracted by finalize
+Durable = Callable[[OSError | None], None]
 
 
 class Server(Protocol):
@@ -40,7 +45,7 @@ class Server(Protocol):
 
     def forget(self, conn: Connection) -> None: ...
 
-    def finalize(self, received: Received) -> None: ...
+    def finalize(self, received: Received, on_durable: Durable | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -65,15 +70,11 @@ def normalize_peer(host: str) -> str:
     return str(ip)
 
 
-def io_reason(e: OSError) -> str:
-    return "disk full" if e.errno == errno.ENOSPC else f"cannot write: {e.strerror}"
-
-
 class Connection(asyncio.BufferedProtocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.settings = server.settings
-        self._buf = bytearray(BUFFER)
+        self._buf = bytearray(BUFFER_FIRST)
         self._fill = 0
         self.kind: str | None = None  # header, tar, gzip, raw; with a header: "header+tar" etc.
         self.header: dict[str, str] | None = None  # the RESCUE/1 fields, once a header line was read
@@ -126,7 +127,7 @@ class Connection(asyncio.BufferedProtocol):
                 if self._fill == len(self._buf):  # cannot happen with MAX_HEADER < BUFFER; be safe
                     self._detect(eof=True)
                 return
-            if self._fill >= FLUSH_AT:
+            if self._fill >= min(FLUSH_AT, len(self._buf)):
                 self._flush()
         except OSError as e:
             self._fail_io(e)
@@ -146,7 +147,10 @@ class Connection(asyncio.BufferedProtocol):
                 self._fail_io(e)
                 return False
             self.finish(Status.COMPLETE, None)
-        return False  # close our side now: busybox nc exits only when we do
+            # Our side closes once the bytes are on disk (durable()): busybox nc exits only when we do,
+            # and a clean close must mean that the bundle is kept.
+            return self.capture is not None and self.kind is not None
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
@@ -252,6 +256,8 @@ class Connection(asyncio.BufferedProtocol):
         self._fill = 0
         if over and not self.done:
             self.finish(Status.INCOMPLETE, f"stopped at --max-bytes {human_size(self.settings.max_bytes)}")
+        if self.received >= GROW_AFTER and len(self._buf) < BUFFER and not self.done:
+            self._buf = bytearray(BUFFER)
 
     def _reject(self, reason: str) -> None:
         self.capture = self.server.store.new_capture(self.peer, time.time())
@@ -280,9 +286,18 @@ class Connection(asyncio.BufferedProtocol):
         sink, self.sink = self.sink, None  # from here on the file belongs to finalize
         kind, header = Kind(self.kind), dict(self.header or {})
         body, name = self.bytes, self.raw_name
-        self.server.finalize(
-            Received(self.capture, self.peer, kind, header, body, sink, name, status, reason)
-        )
+        self._buf = bytearray(256)  # nothing more is read: a queue of finished senders costs no buffers
+        received = Received(self.capture, self.peer, kind, header, body, sink, name, status, reason)
+        self.server.finalize(received, self.durable if status is Status.COMPLETE else None)
+
+    def durable(self, error: OSError | None) -> None:
+        """The stream is on disk (error None): close cleanly. It is not: reset, so the sender knows."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if error is None:
+            self.transport.close()
+        else:
+            self.transport.abort()
 
     def checkpoint(self, now: float) -> None:
         """Once a second: put buffered bytes on disk, so a KILL loses at most about a second of data.

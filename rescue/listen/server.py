@@ -14,24 +14,28 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
-from rescue.capture.manifest import Status
-from rescue.capture.store import Capture, Store
+from rescue.capture.dirlock import DirectoryLock
+from rescue.capture.manifest import Manifest, Status
+from rescue.capture.store import Store
 from rescue.deadline import Deadline
 from rescue.errors import RescueError
 from rescue.listen import netinfo
 from rescue.listen.config import Settings, build_settings
 from rescue.listen.connection import Connection, Received
 from rescue.listen.events import Events, capture_summary
-from rescue.listen.finalize import finalize
+from rescue.listen.finalize import Job
+from rescue.listen.limits import connections_within, raise_open_files
 from rescue.listen.netconsole import NetconsoleEndpoint
+from rescue.listen.pipeline import Durable, Pipeline, job_for
 from rescue.summary.feed import Feed
 from rescue.tokens import warn_visible_token
 from rescue.units import human_size
 
-BACKLOG = 512  # 200 simultaneous senders must not see resets
+BACKLOG = 4096  # a burst of 2,000 connects at once must not overflow it (the kernel caps it at somaxconn)
 
 
 class ListenServer:
@@ -41,7 +45,7 @@ class ListenServer:
         self.events = events
         self.store = Store(settings.dir)
         self.connections: set[Connection] = set()
-        self.pending: set[asyncio.Future[Capture]] = set()
+        self.pipeline: Pipeline | None = None
         self.stats = {"connections": 0, "bytes": 0, "complete": 0, "incomplete": 0, "rejected": 0}
         self.started = time.time()
         self.server: asyncio.Server | None = None
@@ -49,7 +53,7 @@ class ListenServer:
         self.loop = asyncio.get_running_loop()
         self.netconsole: NetconsoleEndpoint | None = None
         self.fleet = Feed(
-            settings.dir, self._from_thread(self._milestone), self._from_thread(self._index_error)
+            settings.dir, self.loop, self._milestone, lambda p: events.event("error", p, error=p)
         )
 
     def admit(self, conn: Connection) -> str | None:
@@ -68,66 +72,83 @@ class ListenServer:
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
 
-    def finalize(self, received: Received) -> None:
-        fut = self.loop.run_in_executor(None, finalize, received, self.settings)
-        self.pending.add(fut)
-        fut.add_done_callback(lambda f: self._finalized(f, received))
-
-    def _finalized(self, fut: asyncio.Future[Capture], received: Received) -> None:
-        self.pending.discard(fut)
-        peer = received.peer
-        exc = fut.exception()
-        if exc is not None:
-            self.events.event(
-                "error", f"error finishing a capture from {peer}: {exc}", peer=peer, error=str(exc)
-            )
-            if self.settings.debug:
-                traceback.print_exception(exc)
+    def finalize(self, received: Received, on_durable: Durable | None) -> None:
+        """A connection ended: into the pipeline (listen.pipeline), which tells on_durable when to close."""
+        assert self.pipeline is not None
+        try:
+            job = job_for(received, self.settings)
+        except OSError as e:  # the spool cannot even be closed or renamed: the sender gets a reset
+            if on_durable is not None:
+                on_durable(e)
+            self._failed(str(received.capture.path), received.peer, e)
             return
-        cap = fut.result()
-        m = cap.manifest
+        self.pipeline.received(job, on_durable)
+
+    def _failed(self, path: str, peer: str, exc: BaseException) -> None:
+        self.events.event(
+            "error",
+            f"error finishing the capture {path} from {peer}: {exc} (its bytes stay there)",
+            peer=peer,
+            path=path,
+            error=str(exc),
+        )
+        if self.settings.debug:
+            traceback.print_exception(exc)
+
+    def _stored(self, job: Job, doc: dict[str, Any]) -> None:
+        path = Path(job.path)
+        m = Manifest.from_json(doc, path)
         self.stats[m.status] = self.stats.get(m.status, 0) + 1
-        self.stats["bytes"] += received.body_bytes
+        self.stats["bytes"] += job.body_bytes
         analysis = m.analysis or {}
         self.events.end_progress()
         self.events.event(
             "capture",
-            capture_summary(cap.path, m, self.settings.dir),
-            path=str(cap.path),
-            peer=peer,
+            capture_summary(path, m, self.settings.dir),
+            path=job.path,
+            peer=job.peer,
             status=str(m.status),
             reason=m.reason,
             kind=m.kind and str(m.kind),
             files=[f.name for f in m.files],
-            bytes=received.body_bytes,
+            bytes=job.body_bytes,
             sha256sums=m.sha256sums,
             findings=[f.get("id") for f in analysis.get("findings", [])],
             headline=analysis.get("headline"),
         )
         if self.netconsole is not None:  # the netconsole stream of the same boot joins this capture
-            self.netconsole.bundle_arrived(cap.path, m.header)
-        self.fleet.add(cap.path, m)
-
-    def _from_thread(self, fn: Callable[..., None]) -> Callable[..., None]:
-        """fn, callable from another thread: it runs on the event loop."""
-
-        def call(*args: object) -> None:
-            self.loop.call_soon_threadsafe(fn, *args)
-
-        return call
+            self.netconsole.bundle_arrived(path, m.header)
+        self.fleet.add(path, m)
 
     def _milestone(self, line: str, machines: int) -> None:
         self.events.end_progress()
         self.events.event("milestone", line, machines=machines, line=line)
 
-    def _index_error(self, problem: str) -> None:
-        self.events.event("error", problem, error=problem)
-
     # lifecycle ----------------------------------------------------------------------------------
 
     async def serve(self) -> None:
         self.store.check_writable()
+        self._raise_open_files()
+        lock = DirectoryLock(self.settings.dir)
+        if lock.try_exclusive():
+            self._recover()
+        else:
+            self.events.say(
+                f"another listener uses {self.settings.dir}: captures a killed listener left are recovered "
+                "at a start with no other listener running"
+            )
+        lock.shared()
         await asyncio.wrap_future(self.fleet.start())
+        self.pipeline = Pipeline(
+            self.settings.dir, self.loop, self._stored, lambda job, e: self._failed(job.path, job.peer, e)
+        )
+        try:
+            await self._serve()
+        finally:
+            await self.loop.run_in_executor(None, self.pipeline.close)
+            lock.close()
+
+    def _recover(self) -> None:
         for path, problem in self.store.recover():
             if problem:
                 self.events.event("error", f"cannot recover {path}: {problem}", path=str(path), error=problem)
@@ -135,6 +156,26 @@ class ListenServer:
                 self.events.event(
                     "recovered", f"marked {path} incomplete (the listener stopped during it)", path=str(path)
                 )
+
+    def _raise_open_files(self) -> None:
+        """Each connection needs two descriptors: raise the soft limit, or admit fewer and say so."""
+        before, now = raise_open_files()
+        wanted = self.settings.max_connections
+        fits = connections_within(now, wanted)
+        if now > before:
+            self.events.say(f"raised the open-file limit from {before} to {now}")
+        if fits < wanted:
+            self.settings = replace(self.settings, max_connections=fits)
+            self.events.event(
+                "error",
+                f"the open-file limit ({now}, the hard limit) allows {fits} connections at once, not "
+                f"{wanted}: more senders are refused (they see it); raise LimitNOFILE= or ulimit -Hn",
+                error="open-file limit",
+                open_files=now,
+                max_connections=fits,
+            )
+
+    async def _serve(self) -> None:
         try:
             inherited = systemd_socket()
             if inherited is not None:  # socket activation: systemd bound the port; --bind/--port do not apply
@@ -249,8 +290,10 @@ class ListenServer:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.finish(Status.INCOMPLETE, "the listener was stopped during the transfer")
-        while self.pending:
-            await asyncio.gather(*self.pending, return_exceptions=True)
+        assert self.pipeline is not None
+        if self.pipeline.backlog:
+            self.events.say(f"stopping: finishing {self.pipeline.backlog} capture(s) already received")
+        await self.pipeline.drain()
 
     async def _tick(self) -> None:
         """Once a second: close idle senders, show progress."""
@@ -360,20 +403,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--allow", action="append", default=[], metavar="CIDR", help="accept only these peers (repeatable)"
     )
-    p.add_argument(
-        "--proxy-protocol",
-        action="store_true",
-        default=None,
-        help="connections from --trusted-proxy addresses start with a PROXY v1/v2 header "
-        "(HAProxy send-proxy, send-proxy-v2)",
-    )
-    p.add_argument(
-        "--trusted-proxy",
-        action="append",
-        default=[],
-        metavar="CIDR",
-        help="load balancers whose PROXY headers are believed (repeatable)",
-    )
+    proxy_help = "connections from --trusted-proxy peers start with a PROXY v1/v2 header (HAProxy send-proxy)"
+    p.add_argument("--proxy-protocol", action="store_true", default=None, help=proxy_help)
+    trusted_help = "load balancers whose PROXY headers are believed (repeatable)"
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR", help=trusted_help)
     p.add_argument("--max-bytes", help="most bytes kept per connection (default 4G)")
     p.add_argument("--max-connections", type=int, help="most simultaneous senders (default 256)")
     p.add_argument("--idle-timeout", type=float, help="close a sender silent this many seconds (default 60)")

@@ -8,6 +8,7 @@ becomes of the index, and `rescue summary --rebuild` recreates it from their man
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -20,11 +21,16 @@ from rescue.summary.report import milestone_crossed, milestone_line
 
 class Feed:
     def __init__(
-        self, root: Path, on_milestone: Callable[[str, int], None], on_error: Callable[[str], None]
+        self,
+        root: Path,
+        loop: asyncio.AbstractEventLoop,
+        on_milestone: Callable[[str, int], None],
+        on_error: Callable[[str], None],
     ) -> None:
+        """on_milestone and on_error are called on the loop."""
         self.root = root
-        self.on_milestone = on_milestone
-        self.on_error = on_error
+        self.loop = loop
+        self._on_milestone, self._on_error = on_milestone, on_error
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rescue-index")
         self._index: Index | None = None
         self._broken = False
@@ -67,13 +73,14 @@ class Feed:
             crossed = milestone_crossed(before, after)
             if crossed:
                 line = milestone_line(crossed, entry.finding, entry.kernel, entry.generator, entry.fix)
-                self.on_milestone(line, crossed)
+                self.loop.call_soon_threadsafe(self._on_milestone, line, crossed)
         except Exception as e:  # sqlite3 errors, a full disk: the captures themselves are safe
             self._fail(f"{type(e).__name__}: {e}")
 
     def _fail(self, problem: str) -> None:
         self._broken = True
-        self.on_error(
+        self.loop.call_soon_threadsafe(
+            self._on_error,
             f"the fleet index {self.root / INDEX} cannot be written ({problem}); captures are still stored: "
-            f"`rescue summary {self.root} --rebuild` recreates it"
+            f"`rescue summary {self.root} --rebuild` recreates it",
         )

@@ -1,0 +1,33 @@
+"""The open-file limit a burst needs: each connection holds its socket and its spool file.
+
+systemd's default soft limit (1024) is far below what 2,000 simultaneous senders need; the hard limit
+usually allows it. The listener raises its soft limit to the hard one by itself, and when even that is too
+low it admits fewer connections at once and says so: a refused sender sees its refusal, while running out
+of descriptors mid-transfer would cost bundles.
+"""
+
+from __future__ import annotations
+
+import resource
+
+FDS_PER_CONNECTION = 2  # the socket and the spool file
+FDS_RESERVED = 64  # the listening socket, the worker pool's pipes, the index, the log, stdio
+
+
+def raise_open_files() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; (soft before, soft now)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft, soft
+        return soft, hard
+    return soft, soft
+
+
+def connections_within(open_files: int, wanted: int) -> int:
+    """How many connections fit in this open-file limit, at most `wanted`."""
+    return max(1, min(wanted, (open_files - FDS_RESERVED) // FDS_PER_CONNECTION))
