@@ -80,7 +80,7 @@ def extract_tar(
                 if source is None:
                     continue
                 try:
-                    writer = FileWriter(dest, rel)
+                    writer = FileWriter(dest, rel, staged=durable)
                 except (NotADirectoryError, IsADirectoryError, FileExistsError):
                     result.skipped.append({"name": name, "reason": "clashes with another member's path"})
                     continue

@@ -83,13 +83,19 @@ def safe_relpath(name: str) -> str | None:
 
 
 class FileWriter:
-    """Write one file as NAME.partial, hashing as it goes; commit() fsyncs once and renames it."""
+    """Write one file as NAME.partial, hashing as it goes; commit() fsyncs once and renames it.
 
-    def __init__(self, directory: Path, name: str) -> None:
+    staged=False writes under the final name at once, for a capture whose manifest is still to come: the
+    manifest, written last, is what says the capture's files are whole (a rename per file saved).
+    """
+
+    def __init__(self, directory: Path, name: str, *, staged: bool = True) -> None:
         self.path = directory / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(self.path.name + PARTIAL)
-        self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        self._staged = staged
+        where = self.partial if staged else self.path
+        self._fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
         self._hash = hashlib.sha256()
         self.bytes = 0
 
@@ -112,9 +118,11 @@ class FileWriter:
         if self._fd >= 0 and durable:
             os.fsync(self._fd)
         self.close()
+        written = self.partial if self._staged else self.path
         if name is not None:
             self.path = self.path.with_name(name)
-        os.replace(self.partial, self.path)
+        if written != self.path:
+            os.replace(written, self.path)
         return FileEntry(self.path.name, self.bytes, self._hash.hexdigest())
 
     def keep_partial(self, *, durable: bool = True) -> FileEntry:
@@ -123,6 +131,8 @@ class FileWriter:
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)
         self.close()
+        if not self._staged:  # cut short under its final name: it must not look whole
+            os.replace(self.path, self.partial)
         return FileEntry(self.partial.name, self.bytes, self._hash.hexdigest())
 
 
@@ -146,8 +156,9 @@ class Store:
         except OSError as e:
             raise RescueError(f"cannot write to capture directory {self.root}: {e.strerror}") from None
 
-    def new_capture(self, peer: str, started: float) -> Capture:
-        """A new directory for one arrival, with a `receiving` manifest that recovery finds after a KILL."""
+    def new_capture(self, peer: str, started: float, header: dict[str, str] | None = None) -> Capture:
+        """A new directory for one arrival, with a `receiving` manifest that recovery finds after a KILL
+        (with the header's fields, so that a capture whose end never came still names its machine)."""
         peer_dir = self.root / (safe_relpath(peer.replace("/", "_")) or "unknown")
         peer_dir.mkdir(parents=True, exist_ok=True)
         while True:
@@ -157,7 +168,7 @@ class Store:
                 path.mkdir()
             except FileExistsError:
                 continue  # a capture of an earlier run in the same second
-            cap = Capture(path, Manifest(peer=peer, started=iso(started)))
+            cap = Capture(path, Manifest(peer=peer, started=iso(started), header=dict(header or {})))
             write_manifest(path, cap.manifest, durable=False)
             return cap
 
@@ -168,12 +179,16 @@ class Store:
         so that nothing is passed over in silence.
         """
         found: list[tuple[Path, str | None]] = []
-        for manifest_path in sorted(self.root.glob(f"*/*/{MANIFEST}")):
-            try:
-                path, manifest = read_manifest(manifest_path)
-            except RescueError as e:
-                found.append((manifest_path.parent, str(e)))
-                continue
+        for path in sorted(p for p in self.root.glob("*/*") if p.is_dir() and not p.name.startswith(".")):
+            if not (path / MANIFEST).exists():
+                # Killed between mkdir and the first manifest: the peer's directory names it.
+                manifest = Manifest(peer=path.parent.name, started=iso(path.stat().st_mtime))
+            else:
+                try:
+                    path, manifest = read_manifest(path)
+                except RescueError as e:
+                    found.append((path, str(e)))
+                    continue
             if manifest.status is not Status.RECEIVING:
                 continue
             files = [
@@ -182,6 +197,9 @@ class Store:
                 if p.is_file() and p.name not in (MANIFEST, MANIFEST + PARTIAL)
             ]
             manifest.status, manifest.reason = Status.INCOMPLETE, "the listener stopped during the transfer"
+            whole = [f.name for f in files if f.name in ("stream.tar", "stream.tar.gz")]
+            if whole:  # the stream had all arrived; its extraction or diagnosis was cut short
+                manifest.reason = f"the listener stopped before it finished the capture ({whole[0]} is whole)"
             manifest.files = files
             write_manifest(path, manifest)
             found.append((path, None))

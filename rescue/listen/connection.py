@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
+import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,7 +110,7 @@ class Connection(asyncio.BufferedProtocol):
     def _refuse(self, reason: str) -> None:
         self.done = True
         if self.transport:
-            self.transport.abort()
+            self.reset()
         self.server.events.event("refused", f"refused {self.peer}: {reason}", peer=self.peer, reason=reason)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -221,7 +223,8 @@ class Connection(asyncio.BufferedProtocol):
             self._reject("a token is required: send a 'RESCUE/1 token=...' header line first")
             return True
         self.kind = kind if self.header is None else f"header+{kind}"
-        self.capture = self.server.store.new_capture(self.peer, time.time())
+        header = {k: v for k, v in (self.header or {}).items() if k != "token"}
+        self.capture = self.server.store.new_capture(self.peer, time.time(), header)
         if kind == "raw":
             self.raw_name = self._raw_name(prefix)
             self.sink = FileWriter(self.capture.path, self.raw_name)
@@ -280,7 +283,7 @@ class Connection(asyncio.BufferedProtocol):
             except OSError as e:
                 status, reason = Status.INCOMPLETE, io_reason(e)
         if self.transport and not self.transport.is_closing() and status is not Status.COMPLETE:
-            self.transport.abort()
+            self.reset()
         if self.capture is None or self.kind is None:
             return  # nothing arrived that could be stored
         sink, self.sink = self.sink, None  # from here on the file belongs to finalize
@@ -290,6 +293,17 @@ class Connection(asyncio.BufferedProtocol):
         received = Received(self.capture, self.peer, kind, header, body, sink, name, status, reason)
         self.server.finalize(received, self.durable if status is Status.COMPLETE else None)
 
+    def reset(self) -> None:
+        """Close with a reset (SO_LINGER 0): after EOF a plain abort would send a FIN, which busybox nc
+        takes for success; a sender whose bundle is not kept must see a failure."""
+        if self.transport is None:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
     def durable(self, error: OSError | None) -> None:
         """The stream is on disk (error None): close cleanly. It is not: reset, so the sender knows."""
         if self.transport is None or self.transport.is_closing():
@@ -297,7 +311,7 @@ class Connection(asyncio.BufferedProtocol):
         if error is None:
             self.transport.close()
         else:
-            self.transport.abort()
+            self.reset()
 
     def checkpoint(self, now: float) -> None:
         """Once a second: put buffered bytes on disk, so a KILL loses at most about a second of data.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -37,9 +38,11 @@ class Events:
                 self.say(f"warning: cannot open log {self._log_path}: {e.strerror}")
 
     def say(self, line: str) -> None:
-        print(line, file=self.human, flush=True)
-        if self._log:
-            self._log.write(time.strftime("%Y-%m-%dT%H:%M:%S ") + line + "\n")
+        # A full disk under the log or the journal must not stop the listener: the line is lost, not more.
+        with contextlib.suppress(OSError):
+            print(line, file=self.human, flush=True)
+            if self._log:
+                self._log.write(time.strftime("%Y-%m-%dT%H:%M:%S ") + line + "\n")
 
     def event(self, name: str, text: str | None = None, /, **fields: Any) -> None:
         """One event: a JSON line with --json, and its human text (if any) for people and the log."""

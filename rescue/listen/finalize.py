@@ -73,11 +73,22 @@ def finalize_job(job: Job) -> dict[str, Any]:
     m.status, m.reason = status, reason
     if status is not Status.REJECTED and files:
         m.analysis = analyze_capture(path, m)
+    extracted_spool = path / SPOOL if kind.body == "tar" and status is Status.COMPLETE else None
     try:
-        write_manifest(path, m, durable=False)
+        try:
+            write_manifest(path, m, durable=False)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or extracted_spool is None or not extracted_spool.exists():
+                raise
+            extracted_spool.unlink()  # its members are all out: room for the manifest
+            write_manifest(path, m, durable=False)
     except OSError as e:
         # Disk full even for the manifest: the files are there; say so rather than lose them quietly.
         m.manifest_error = e.strerror
+    else:
+        if extracted_spool is not None:  # the wire bytes, only once the manifest lists what came of them
+            with contextlib.suppress(FileNotFoundError):
+                extracted_spool.unlink()
     return m.to_json()
 
 
@@ -110,7 +121,7 @@ def _unpack(
             os.replace(spool, spool.with_name(spool.name + PARTIAL))
             whole = FileEntry(spool.name + PARTIAL, whole.bytes, whole.sha256)
         files.append(whole)
-    else:
+    elif spool.name != SPOOL:  # a whole gzip'd spool: the stream is what the members say
         with contextlib.suppress(FileNotFoundError):
             spool.unlink()
     return status, reason, kind, files

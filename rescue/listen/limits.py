@@ -8,7 +8,12 @@ of descriptors mid-transfer would cost bundles.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import resource
+import time
+from collections.abc import Callable
+from typing import Any
 
 FDS_PER_CONNECTION = 2  # the socket and the spool file
 FDS_RESERVED = 64  # the listening socket, the worker pool's pipes, the index, the log, stdio
@@ -31,3 +36,28 @@ def raise_open_files() -> tuple[int, int]:
 def connections_within(open_files: int, wanted: int) -> int:
     """How many connections fit in this open-file limit, at most `wanted`."""
     return max(1, min(wanted, (open_files - FDS_RESERVED) // FDS_PER_CONNECTION))
+
+
+_OUT_OF = {errno.EMFILE: "file descriptors", errno.ENFILE: "file descriptors (system-wide)",
+           errno.ENOBUFS: "socket buffers", errno.ENOMEM: "memory"}  # fmt: skip
+ExceptionHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
+
+
+def resource_errors_as_events(report: Callable[[str], None]) -> ExceptionHandler:
+    """An event-loop exception handler: running out of descriptors or memory while accepting (asyncio
+    pauses accept() for a second; the senders wait in the backlog) becomes one line a second, not a
+    traceback per attempt. Anything else goes to asyncio's default handler."""
+    last = float("-inf")
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        nonlocal last
+        exc = context.get("exception")
+        what = _OUT_OF.get(exc.errno or 0) if isinstance(exc, OSError) else None
+        if what is None:
+            loop.default_exception_handler(context)
+            return
+        if time.monotonic() - last >= 1:
+            last = time.monotonic()
+            report(f"out of {what}: not accepting for a second (waiting senders stay queued): {exc}")
+
+    return handler

@@ -75,14 +75,16 @@ class Pipeline:
         self.commit.wait_durable(durable)
 
     def _spool_durable(self, job: Job, on_durable: Durable | None, error: OSError | None) -> None:
-        self._busy(-1, "committing")
-        if on_durable is not None:
-            on_durable(error)
-        if error is not None:
-            self.on_failed(job, error)
-            return
-        self.queue.append(job)
-        self._pump()
+        try:
+            if on_durable is not None:
+                on_durable(error)
+            if error is not None:
+                self.on_failed(job, error)
+                return
+            self.queue.append(job)
+            self._pump()
+        finally:  # counted until handled: drain() must not return while a step is still pending
+            self._busy(-1, "committing")
 
     # 2. the worker processes ---------------------------------------------------------------------
 
@@ -101,16 +103,18 @@ class Pipeline:
         fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._finalized, job, f, retry))
 
     def _finalized(self, job: Job, fut: concurrent.futures.Future[dict[str, Any]], retry: bool) -> None:
-        self._busy(-1, "in_flight")
-        error = fut.exception()
-        if isinstance(error, BrokenProcessPool) and retry:
-            # A worker died (the OOM killer, a signal): a new pool, and this job once more.
-            self._pool = self._new_pool()
-            self._submit(job, retry=False)
-        elif error is not None:
-            self.on_failed(job, error)
-        else:
-            self._commit_final(job, fut.result())
+        try:
+            error = fut.exception()
+            if isinstance(error, BrokenProcessPool) and retry:
+                # A worker died (the OOM killer, a signal): a new pool, and this job once more.
+                self._pool = self._new_pool()
+                self._submit(job, retry=False)
+            elif error is not None:
+                self.on_failed(job, error)
+            else:
+                self._commit_final(job, fut.result())
+        finally:
+            self._busy(-1, "in_flight")
         self._pump()
 
     # 3. the finished capture, durable, announced -------------------------------------------------
@@ -124,11 +128,13 @@ class Pipeline:
         self.commit.wait_durable(durable)
 
     def _final_durable(self, job: Job, manifest: dict[str, Any], error: OSError | None) -> None:
-        self._busy(-1, "committing")
-        if error is not None:
-            self.on_failed(job, error)
-        else:
-            self.on_stored(job, manifest)
+        try:
+            if error is not None:
+                self.on_failed(job, error)
+            else:
+                self.on_stored(job, manifest)
+        finally:
+            self._busy(-1, "committing")
 
     # lifecycle -----------------------------------------------------------------------------------
 

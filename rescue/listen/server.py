@@ -28,7 +28,7 @@ from rescue.listen.config import Settings, build_settings
 from rescue.listen.connection import Connection, Received
 from rescue.listen.events import Events, capture_summary
 from rescue.listen.finalize import Job
-from rescue.listen.limits import connections_within, raise_open_files
+from rescue.listen.limits import connections_within, raise_open_files, resource_errors_as_events
 from rescue.listen.netconsole import NetconsoleEndpoint
 from rescue.listen.pipeline import Durable, Pipeline, job_for
 from rescue.summary.feed import Feed
@@ -128,6 +128,9 @@ class ListenServer:
 
     async def serve(self) -> None:
         self.store.check_writable()
+        self.loop.set_exception_handler(
+            resource_errors_as_events(lambda e: self.events.event("error", e, error=e))
+        )
         self._raise_open_files()
         lock = DirectoryLock(self.settings.dir)
         if lock.try_exclusive():

@@ -34,16 +34,19 @@ class Feed:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rescue-index")
         self._index: Index | None = None
         self._broken = False
+        self._closed = False
 
     def start(self) -> Future[None]:
         """Open the index; build it from the manifests when the directory has none yet."""
         return self._pool.submit(self._open)
 
     def add(self, capture: Path, manifest: Manifest) -> None:
-        self._pool.submit(self._add, capture, manifest)
+        if not self._closed:
+            self._pool.submit(self._add, capture, manifest)
 
     def close(self) -> None:
         """Write what is queued, then close the index (in its own thread, as SQLite wants)."""
+        self._closed = True
         self._pool.submit(self._close)
         self._pool.shutdown(wait=True)
 

@@ -130,7 +130,10 @@ def test_replay_to_a_listener_that_wants_a_token(tmp_path: Path) -> None:
     lst = Listener(tmp_path / "captures", "--token", "s3cret")
     try:
         capture = REPO / "tests" / "captures" / "manual-dmesg"
-        assert rescue("replay", str(capture), "--to", f"127.0.0.1:{lst.port}").returncode == 0
+        # The listener resets a stream it rejects as soon as the header shows it, often before the sender
+        # has written it all: replay may then report that it could not send; either way nothing is kept.
+        refused = rescue("replay", str(capture), "--to", f"127.0.0.1:{lst.port}")
+        assert refused.returncode == 0 or "cannot send" in refused.stderr
         assert lst.wait_for("capture")["status"] == "rejected"
         proc = rescue("replay", str(capture), "--to", f"127.0.0.1:{lst.port}", "--token", "s3cret")
         assert proc.returncode == 0, proc.stderr
