@@ -150,8 +150,9 @@ def test_a_trusted_proxy_without_a_header_is_rejected(shared: list[Listener]) ->
     lst = shared[0]
     with socket.create_connection(("127.0.0.1", lst.port), source_address=(PROXY_SOURCE, 0)) as s:
         s.sendall(DMESG)
-        s.shutdown(socket.SHUT_WR)
-        s.recv(1)
+        with pytest.raises(ConnectionResetError):  # a rejected stream: the proxy (and its sender) see it
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)
     ev = lst.wait_for("capture")
     assert (ev["status"], ev["peer"]) == ("rejected", PROXY_SOURCE)
     assert "PROXY" in ev["reason"]
