@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,22 @@ def measure(label: str, work: Path, count: int, concurrency: int, tree: Path) ->
     )
 
 
+def time_summary(captures: Path, *extra: str) -> str:
+    """`rescue summary` over the burst's captures: seconds, and the machines it counted."""
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "rescue", "summary", str(captures), "--json", *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        return f"failed: {done.stderr.strip()}"
+    doc = json.loads(done.stdout)
+    return f"{seconds:.2f} s for {doc['captures']} captures of {doc['machines']} machines"
+
+
 def baseline_tree(work: Path) -> Path | None:
     """BASELINE_COMMIT's rescue package, unpacked from git; None when this is no git checkout."""
     tree = work / "baseline"
@@ -242,6 +259,9 @@ def main(argv: list[str] | None = None) -> None:
             figures = measure("this listener", work, args.count, args.concurrency, REPO)
             print(figures.line(), flush=True)
             print(figures.verdict(), flush=True)
+            captures = work / "captures-this-listener"
+            print(f"   rescue summary (goal <= 2 s): {time_summary(captures)}", flush=True)
+            print(f"   rescue summary --rebuild (from the manifests): {time_summary(captures, '--rebuild')}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ import errno
 import resource
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
+
+from rescue.listen.config import Settings
 
 FDS_PER_CONNECTION = 2  # the socket and the spool file
 FDS_RESERVED = 64  # the listening socket, the worker pool's pipes, the index, the log, stdio
@@ -36,6 +39,12 @@ def raise_open_files() -> tuple[int, int]:
 def connections_within(open_files: int, wanted: int) -> int:
     """How many connections fit in this open-file limit, at most `wanted`."""
     return max(1, min(wanted, (open_files - FDS_RESERVED) // FDS_PER_CONNECTION))
+
+
+def fitted(settings: Settings) -> Settings:
+    """The settings with --max-connections cut to what the open-file limit now allows (on SIGHUP)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return replace(settings, max_connections=connections_within(soft, settings.max_connections))
 
 
 _OUT_OF = {errno.EMFILE: "file descriptors", errno.ENFILE: "file descriptors (system-wide)",

@@ -28,7 +28,7 @@ from rescue.listen.config import Settings, build_settings
 from rescue.listen.connection import Connection, Received
 from rescue.listen.events import Events, capture_summary
 from rescue.listen.finalize import Job
-from rescue.listen.limits import connections_within, raise_open_files, resource_errors_as_events
+from rescue.listen.limits import connections_within, fitted, raise_open_files, resource_errors_as_events
 from rescue.listen.netconsole import NetconsoleEndpoint
 from rescue.listen.pipeline import Durable, Pipeline, job_for
 from rescue.summary.feed import Feed
@@ -329,7 +329,7 @@ class ListenServer:
             self.events.event("reloaded", "reopened the log (no --config or --token-file to re-read)")
             return
         try:
-            self.settings = build_settings(self._cli)  # validated whole before it replaces the old
+            self.settings = fitted(build_settings(self._cli))  # validated whole before it replaces the old
         except RescueError as e:
             self.events.event("error", f"reload failed, keeping the old settings: {e}", error=str(e))
             return
