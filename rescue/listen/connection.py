@@ -33,6 +33,7 @@ BUFFER_FIRST = 16 * 1024
 BUFFER = 128 * 1024
 GROW_AFTER = 512 * 1024
 FLUSH_AT = 64 * 1024  # write and hash in chunks of at least this much: busybox nc sends 1 KiB at a time
+WRITEBACK_EVERY = 8 << 20  # a long stream is flushed as it comes: its sender's close waits for the disk
 Durable = Callable[[OSError | None], None]
 
 
@@ -82,6 +83,7 @@ class Connection(asyncio.BufferedProtocol):
         self.header: dict[str, str] | None = None  # the RESCUE/1 fields, once a header line was read
         self.received = 0  # bytes off the wire, header included
         self.bytes = 0  # body bytes stored
+        self._written_back = 0
         self.started = time.monotonic()
         self.last_data = self.started
         self.capture: Capture | None = None
@@ -261,6 +263,9 @@ class Connection(asyncio.BufferedProtocol):
             self.finish(Status.INCOMPLETE, f"stopped at --max-bytes {human_size(self.settings.max_bytes)}")
         if self.received >= GROW_AFTER and len(self._buf) < BUFFER and not self.done:
             self._buf = bytearray(BUFFER)
+        if self.bytes - self._written_back >= WRITEBACK_EVERY and self.sink is not None:
+            self.sink.start_writeback()
+            self._written_back = self.bytes
 
     def _reject(self, reason: str) -> None:
         self.capture = self.server.store.new_capture(self.peer, time.time())
