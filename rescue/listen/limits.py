@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from rescue.listen.config import Settings
+from rescue.listen.events import Events
 
 FDS_PER_CONNECTION = 2  # the socket and the spool file
 FDS_RESERVED = 64  # the listening socket, the worker pool's pipes, the index, the log, stdio
@@ -39,6 +40,25 @@ def raise_open_files() -> tuple[int, int]:
 def connections_within(open_files: int, wanted: int) -> int:
     """How many connections fit in this open-file limit, at most `wanted`."""
     return max(1, min(wanted, (open_files - FDS_RESERVED) // FDS_PER_CONNECTION))
+
+
+def fit_open_files(settings: Settings, events: Events) -> Settings:
+    """At start: raise the soft limit to the hard one, or admit fewer connections; either way, say so."""
+    before, now = raise_open_files()
+    wanted = settings.max_connections
+    fits = connections_within(now, wanted)
+    if now > before:
+        events.say(f"raised the open-file limit from {before} to {now}")
+    if fits < wanted:
+        events.event(
+            "error",
+            f"the open-file limit ({now}, the hard limit) allows {fits} connections at once, not "
+            f"{wanted}: more senders are refused (they see it); raise LimitNOFILE= or ulimit -Hn",
+            error="open-file limit",
+            open_files=now,
+            max_connections=fits,
+        )
+    return replace(settings, max_connections=fits)
 
 
 def fitted(settings: Settings) -> Settings:

@@ -10,11 +10,10 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,10 @@ from rescue.listen.config import Settings, build_settings
 from rescue.listen.connection import Connection, Received
 from rescue.listen.events import Events, capture_summary
 from rescue.listen.finalize import Job
-from rescue.listen.limits import connections_within, fitted, raise_open_files, resource_errors_as_events
+from rescue.listen.limits import fit_open_files, fitted, resource_errors_as_events
 from rescue.listen.netconsole import NetconsoleEndpoint
 from rescue.listen.pipeline import Durable, Pipeline, job_for
+from rescue.listen.sdsocket import systemd_socket
 from rescue.summary.feed import Feed
 from rescue.tokens import warn_visible_token
 from rescue.units import human_size
@@ -131,7 +131,7 @@ class ListenServer:
         self.loop.set_exception_handler(
             resource_errors_as_events(lambda e: self.events.event("error", e, error=e))
         )
-        self._raise_open_files()
+        self.settings = fit_open_files(self.settings, self.events)
         lock = DirectoryLock(self.settings.dir)
         if lock.try_exclusive():
             self._recover()
@@ -159,24 +159,6 @@ class ListenServer:
                 self.events.event(
                     "recovered", f"marked {path} incomplete (the listener stopped during it)", path=str(path)
                 )
-
-    def _raise_open_files(self) -> None:
-        """Each connection needs two descriptors: raise the soft limit, or admit fewer and say so."""
-        before, now = raise_open_files()
-        wanted = self.settings.max_connections
-        fits = connections_within(now, wanted)
-        if now > before:
-            self.events.say(f"raised the open-file limit from {before} to {now}")
-        if fits < wanted:
-            self.settings = replace(self.settings, max_connections=fits)
-            self.events.event(
-                "error",
-                f"the open-file limit ({now}, the hard limit) allows {fits} connections at once, not "
-                f"{wanted}: more senders are refused (they see it); raise LimitNOFILE= or ulimit -Hn",
-                error="open-file limit",
-                open_files=now,
-                max_connections=fits,
-            )
 
     async def _serve(self) -> None:
         try:
@@ -355,28 +337,6 @@ class ListenServer:
             netconsole=self.netconsole.stats if self.netconsole is not None else None,
             **{k: s[k] for k in ("complete", "incomplete", "rejected")},
         )
-
-
-SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first socket systemd passes
-
-
-def systemd_socket() -> socket.socket | None:
-    """The listening socket systemd passed (LISTEN_PID is us, LISTEN_FDS >= 1), else None.
-
-    The variables are removed once read, as sd_listen_fds(1) does, so that no child takes the socket
-    for its own.
-    """
-    pid, count = os.environ.get("LISTEN_PID", ""), os.environ.get("LISTEN_FDS", "")
-    if pid != str(os.getpid()) or not count.isdigit() or int(count) < 1:
-        return None
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        os.environ.pop(name, None)
-    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
-    if sock.type != socket.SOCK_STREAM:
-        raise RescueError("systemd passed a socket that is not a stream", hint="ListenStream= in the unit")
-    os.set_inheritable(sock.fileno(), False)
-    sock.setblocking(False)
-    return sock
 
 
 # CLI ----------------------------------------------------------------------------------------------
