@@ -8,7 +8,7 @@ CAPTURES ?= ./captures
 # Debian packages the tests use as real components (busybox nc, klibc ipconfig, qemu, a Debian kernel,
 # mkinitramfs, dracut, mkfs.btrfs). `make deps` installs the missing ones.
 DEB_PACKAGES := python3-venv busybox-static klibc-utils shellcheck socat iproute2 nftables kmod cpio zstd xz-utils lz4 \
-	qemu-system-x86 initramfs-tools dracut-core btrfs-progs linux-image-cloud-amd64
+	qemu-system-x86 initramfs-tools dracut-core btrfs-progs linux-image-cloud-amd64 haproxy
 
 # What `make deb` builds the Debian package with (debhelper, dh-python, the generators of the man pages and
 # bash completion, lintian), and what its test needs (debootstrap for a bookworm chroot, man-db).

@@ -17,11 +17,12 @@ from rescue.errors import EXIT_INTERNAL, EXIT_IOERR, EXIT_USAGE, RescueError, os
 # module of the command given is imported: `check-image` need not pay for asyncio, nor `listen` for the
 # decompressors.
 COMMANDS = {
-    "listen": "rescue.listen.server",
+    "listen": "rescue.listen.command",
     "analyze": "rescue.diagnose.analyze",
     "check-image": "rescue.image.check",
     "hooks": "rescue.hooks.command",
     "replay": "rescue.listen.replay",
+    "summary": "rescue.summary.command",
 }
 
 

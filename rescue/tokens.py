@@ -6,6 +6,7 @@ systemd's credentials) or the environment (RESCUE_TOKEN); --token still works an
 
 from __future__ import annotations
 
+import hmac
 import re
 import sys
 from pathlib import Path
@@ -35,3 +36,17 @@ def read_token_file(path: Path) -> str | None:
     if len(data) > 4096 or (text and not TOKEN.fullmatch(text)):
         raise RescueError(f"token file {path}: not a token", hint="one word of printable characters")
     return text or None
+
+
+def token_problem(want: str | None, header: dict[str, str] | None) -> str | None:
+    """None when a stream with this header may be kept; else why not. Any doubt refuses: the check never
+    fails open."""
+    if not want:
+        return None
+    got = (header or {}).get("token", "")
+    try:
+        if hmac.compare_digest(got.encode(), want.encode()):
+            return None
+    except Exception:  # a token of a strange type must refuse, not wave the stream through
+        return "the token could not be checked"
+    return "wrong token" if got else "missing token"

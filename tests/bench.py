@@ -8,6 +8,7 @@ import sys
 # Each module has main() -> list of (name, measured, goal, met) rows, or prints its own.
 BENCH_MODULES = [
     "tests.bench_listener",
+    "tests.bench_burst",
     "tests.bench_analysis",
     "tests.bench_hooks",
     "tests.bench_vm",

@@ -140,12 +140,14 @@ def extract_tar(
     max_members: int,
     legacy_encoding: str,
     max_bytes: int | None = None,
+    durable: bool = True,
 ) -> TarResult:
     """Extract the regular files of a (possibly gzip'd, possibly truncated) tar below dest.
 
     At most max_bytes are written in all (sparse holes and decompressed bytes count). A member's bytes
     that arrived are kept even when the archive is cut inside it (as NAME.partial). A member whose name
     cannot be used is stored under another name, and the next member is extracted all the same.
+    durable=False leaves the fsyncs to a group commit (capture.commit) of the whole capture.
     """
     result = TarResult()
     taken: set[str] = set()
@@ -164,7 +166,9 @@ def extract_tar(
                 if count > max_members:
                     result.error = f"more than {max_members} members; the rest was not extracted"
                     return result
-                if not _extract_member(tar, member, count, dest, legacy_encoding, taken, result, budget):
+                if not _extract_member(
+                    tar, member, count, dest, legacy_encoding, taken, result, budget, durable
+                ):
                     return result
             last = Parser.last_block
     except Exception as e:  # tarfile raises many kinds on hostile input: all mean damaged
@@ -188,6 +192,7 @@ def _extract_member(
     taken: set[str],
     result: TarResult,
     budget: int,
+    durable: bool,
 ) -> bool:
     """One member to a file (or a line in skipped); False when the extraction must stop."""
     raw = member.name.encode("utf-8", errors="surrogateescape")
@@ -201,18 +206,8 @@ def _extract_member(
     if rel is None:
         result.skipped.append({"name": name, "reason": "absolute or '..' path"})
         return True
-    rel = _unique(rel, taken)
     try:
-        try:
-            writer = FileWriter(dest, rel)
-        except OSError as e:
-            if e.errno in _DISK_FAILED:
-                raise
-            # A name this file system refuses (a file where a directory is wanted, too long a path):
-            # the bytes are kept under a name of ours, the sender's name goes to the manifest.
-            rel = _unique(f"_member{count}", taken)
-            result.skipped.append({"name": name, "reason": f"stored as {rel}: {e.strerror}"})
-            writer = FileWriter(dest, rel)
+        writer, rel = _open_member(dest, _unique(rel, taken), name, count, taken, result, durable)
     except OSError as e:
         result.error, result.disk_error = f"cannot write: {e.strerror}", e
         return False
@@ -220,7 +215,7 @@ def _extract_member(
         cut = _copy(tar, member, writer, budget - result.written)
     except Exception as e:  # the disk failed, or the archive ended inside the member
         result.written += writer.bytes
-        _keep(result, writer, rel, how)  # what arrived of it is kept
+        _keep(result, writer, rel, how, durable)  # what arrived of it is kept
         if isinstance(e, OSError) and e.errno in _DISK_FAILED:
             result.error, result.disk_error = f"cannot write: {e.strerror}", e
         else:
@@ -228,13 +223,13 @@ def _extract_member(
         return False
     result.written += writer.bytes
     if cut:
-        _keep(result, writer, rel, how)
+        _keep(result, writer, rel, how, durable)
         result.error = "extracted files reached --max-bytes; the rest was not extracted"
         return False
     try:
-        stored = _commit(writer, rel, taken)
+        stored = _commit(writer, rel, taken, durable)
     except OSError as e:
-        _keep(result, writer, rel, how)
+        _keep(result, writer, rel, how, durable)
         result.error, result.disk_error = f"cannot write: {e.strerror}", e
         return False
     stored.encoding = how
@@ -242,6 +237,24 @@ def _extract_member(
         result.skipped.append({"name": name, "reason": f"stored as {stored.name}: the name is taken"})
     result.files.append(stored)
     return True
+
+
+def _open_member(
+    dest: Path, rel: str, name: str, count: int, taken: set[str], result: TarResult, durable: bool
+) -> tuple[FileWriter, str]:
+    """A writer for the member, and the name it is stored under. A name that is taken (a member `d` after
+    `d/x`) becomes rel~N; a name this file system refuses (a file where a directory is wanted, too long a
+    path) becomes one of ours. Either way the bytes are kept and the sender's name goes to the manifest."""
+    try:
+        return FileWriter(dest, rel, staged=durable), rel
+    except OSError as e:
+        if e.errno in _DISK_FAILED:
+            raise
+        taken_by_dir = e.errno in (errno.EEXIST, errno.EISDIR)  # unstaged writers open the final name
+        alt = _unique(rel if taken_by_dir else f"_member{count}", taken)
+        why = "the name is taken" if taken_by_dir else e.strerror
+    result.skipped.append({"name": name, "reason": f"stored as {alt}: {why}"})
+    return FileWriter(dest, alt, staged=durable), alt
 
 
 def _copy(tar: tarfile.TarFile, member: tarfile.TarInfo, writer: FileWriter, room: int) -> bool:
@@ -273,23 +286,23 @@ def _copy(tar: tarfile.TarFile, member: tarfile.TarInfo, writer: FileWriter, roo
     return False
 
 
-def _keep(result: TarResult, writer: FileWriter, rel: str, how: str) -> None:
-    partial = writer.keep_partial()
+def _keep(result: TarResult, writer: FileWriter, rel: str, how: str, durable: bool) -> None:
+    partial = writer.keep_partial(durable=durable)
     partial.name, partial.encoding = rel + PARTIAL, how
     result.files.append(partial)
 
 
-def _commit(writer: FileWriter, rel: str, taken: set[str]) -> FileEntry:
+def _commit(writer: FileWriter, rel: str, taken: set[str], durable: bool) -> FileEntry:
     """Rename to rel, or to rel~N when rel became a directory (a member `d` after `d/x`)."""
     try:
-        stored = writer.commit()
+        stored = writer.commit(durable=durable)
         stored.name = rel
         return stored
     except OSError as e:
         if e.errno not in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOTEMPTY):
             raise
     alt = _unique(rel, taken)
-    stored = writer.commit(Path(alt).name)
+    stored = writer.commit(Path(alt).name, durable=durable)
     stored.name = alt
     return stored
 

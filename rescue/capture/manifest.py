@@ -98,7 +98,7 @@ class Manifest:
         d: dict[str, Any] = {"version": self.version, "peer": self.peer, "started": self.started}
         d["status"] = str(self.status)
         if self.status is Status.RECEIVING:
-            return d
+            return {**d, "header": self.header} if self.header else d
         d.update(ended=self.ended, kind=self.kind and str(self.kind), header=self.header)
         d["stream"] = {"bytes": self.stream_bytes}
         d["files"] = [f.to_json() for f in self.files]

@@ -94,15 +94,21 @@ def safe_relpath(name: str) -> str | None:
 
 
 class FileWriter:
-    """Write one file as NAME.partial, hashing as it goes; commit() fsyncs once and renames it."""
+    """Write one file as NAME.partial, hashing as it goes; commit() fsyncs once and renames it.
 
-    def __init__(self, directory: Path, name: str) -> None:
+    staged=False writes under the final name at once, for a capture whose manifest is still to come: the
+    manifest, written last, is what says the capture's files are whole (a rename per file saved).
+    """
+
+    def __init__(self, directory: Path, name: str, *, staged: bool = True) -> None:
         self.path = directory / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.partial = self.path.with_name(self.path.name + PARTIAL)
         # O_EXCL and O_NOFOLLOW: never reuse, truncate or follow a file that is already there.
+        self._staged = staged
+        where = self.partial if staged else self.path
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        self._fd = os.open(self.partial, flags, 0o640)
+        self._fd = os.open(where, flags, 0o640)
         self._hash = hashlib.sha256()
         self.bytes = 0
 
@@ -115,33 +121,39 @@ class FileWriter:
             self.bytes += n
             view = view[n:]
 
-    def discard(self) -> None:
-        """Close and remove the .partial (a file that never received a byte)."""
-        self.close()
-        with contextlib.suppress(OSError):
-            self.partial.unlink()
+    def start_writeback(self) -> None:
+        """Start writing what is buffered to disk, without waiting (Linux's fadvise DONTNEED does): the
+        sync at the end of a long stream then has little left to do."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
-    def commit(self, name: str | None = None) -> FileEntry:
-        """fsync, close and rename to the final name (or keep .partial when name is PARTIAL)."""
-        if self._fd >= 0:
+    def commit(self, name: str | None = None, *, durable: bool = True) -> FileEntry:
+        """fsync, close and rename to the final name. durable=False leaves the fsync to a group commit
+        (capture.commit) that covers the file before anyone is told it is stored."""
+        if self._fd >= 0 and durable:
             os.fsync(self._fd)
         self.close()
+        written = self.partial if self._staged else self.path
         if name is not None:
             self.path = self.path.with_name(name)
-        os.replace(self.partial, self.path)
+        if written != self.path:
+            os.replace(written, self.path)
         return FileEntry(self.path.name, self.bytes, self._hash.hexdigest())
 
-    def keep_partial(self) -> FileEntry:
+    def keep_partial(self, *, durable: bool = True) -> FileEntry:
         """Leave the bytes as NAME.partial: received, but not complete."""
-        if self._fd >= 0:
+        if self._fd >= 0 and durable:
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)
         self.close()
+        if not self._staged:  # cut short under its final name: it must not look whole
+            os.replace(self.path, self.partial)
         return FileEntry(self.partial.name, self.bytes, self._hash.hexdigest())
 
 
@@ -165,8 +177,9 @@ class Store:
         except OSError as e:
             raise RescueError(f"cannot write to capture directory {self.root}: {e.strerror}") from None
 
-    def new_capture(self, peer: str, started: float) -> Capture:
-        """A new directory for one arrival, with a `receiving` manifest that recovery finds after a KILL."""
+    def new_capture(self, peer: str, started: float, header: dict[str, str] | None = None) -> Capture:
+        """A new directory for one arrival, with a `receiving` manifest that recovery finds after a KILL
+        (with the header's fields, so that a capture whose end never came still names its machine)."""
         peer_dir = self.root / (safe_relpath(peer.replace("/", "_")) or "unknown")
         peer_dir.mkdir(parents=True, exist_ok=True)
         if not _real_directory(peer_dir):
@@ -178,7 +191,7 @@ class Store:
                 path.mkdir()
             except FileExistsError:
                 continue  # a capture of an earlier run in the same second
-            cap = Capture(path, Manifest(peer=peer, started=iso(started)))
+            cap = Capture(path, Manifest(peer=peer, started=iso(started), header=dict(header or {})))
             try:
                 # Room reserved now for the final manifest, should the disk be full by then.
                 write_manifest(path, cap.manifest, durable=False, reserve=MANIFEST_RESERVE)
@@ -195,15 +208,18 @@ class Store:
         so that nothing is passed over in silence.
         """
         found: list[tuple[Path, str | None]] = []
-        for manifest_path in sorted(self.root.glob(f"*/*/{MANIFEST}")):
-            parent = manifest_path.parent
-            if not (_real_directory(parent) and _real_directory(parent.parent)):
+        for path in sorted(p for p in self.root.glob("*/*") if not p.name.startswith(".")):
+            if not (_real_directory(path) and _real_directory(path.parent)):
                 continue  # a link planted inside --dir: not ours to rewrite
-            try:
-                path, manifest = read_manifest(manifest_path)
-            except RescueError as e:
-                found.append((manifest_path.parent, str(e)))
-                continue
+            if not (path / MANIFEST).exists():
+                # Killed between mkdir and the first manifest: the peer's directory names it.
+                manifest = Manifest(peer=path.parent.name, started=iso(path.stat().st_mtime))
+            else:
+                try:
+                    path, manifest = read_manifest(path)
+                except RescueError as e:
+                    found.append((path, str(e)))
+                    continue
             if manifest.status is not Status.RECEIVING:
                 continue
             files = [
@@ -212,6 +228,9 @@ class Store:
                 if p.is_file() and p.name not in (MANIFEST, MANIFEST + PARTIAL)
             ]
             manifest.status, manifest.reason = Status.INCOMPLETE, "the listener stopped during the transfer"
+            whole = [f.name for f in files if f.name in (SPOOL, SPOOL + ".gz")]
+            if whole:  # the stream had all arrived; its extraction or diagnosis was cut short
+                manifest.reason = f"the listener stopped before it finished the capture ({whole[0]} is whole)"
             manifest.files = files
             write_manifest(path, manifest)
             found.append((path, None))

@@ -16,12 +16,14 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
-from rescue.capture.manifest import Status, write_manifest
+from rescue.capture.manifest import Manifest, Status, write_manifest
 from rescue.capture.store import Capture, Store
 from rescue.listen.config import Settings
-from rescue.listen.connection import REFUSAL_DRAIN, Connection
+from rescue.listen.connection import Connection
 from rescue.listen.events import Events
+from rescue.listen.refusal import REFUSAL_DRAIN
 from rescue.units import human_size
 
 REJECT_WINDOW = 60.0  # a peer's rejected streams within this many seconds share one capture
@@ -45,31 +47,56 @@ class Admission:
         self.events = events
         self.connections: set[Connection] = set()
         self.per_peer: Counter[str] = Counter()
+        self.counted: dict[Connection, str] = {}  # the address each one counts against (per_peer)
         self.rejections: dict[str, Rejections] = {}
         self.draining = 0  # refused senders being read before their reset
         self.low_space = False
         self.refusals: dict[tuple[str, str], list[float]] = {}  # (peer, reason) -> [since, count not said]
 
     def admit(self, conn: Connection, s: Settings) -> str | None:
-        """None when conn may send (it is in the table then); else why not."""
-        if not s.allows(conn.peer):
+        """None when conn may send (it is in the table then); else why not.
+
+        A trusted proxy's connection names its sender only in its PROXY header: --allow and --max-per-peer
+        apply then (named()), not to the proxy's own address.
+        """
+        if not conn.via_proxy and not s.allows(conn.peer):
             return "address not in --allow"
         if self._space_low(s):
             return f"the listener's disk is nearly full (--min-free {human_size(s.min_free)}); try later"
-        if self.per_peer[conn.peer] >= s.max_per_peer and not self._evict(s, conn.peer):
-            return f"too many connections from this address (--max-per-peer {s.max_per_peer})"
+        if not conn.via_proxy and (reason := self._peer_full(conn.peer, s)):
+            return reason
         if len(self.connections) >= s.max_connections and not self._evict(s, None):
             return f"too many connections (--max-connections {s.max_connections})"
         self.connections.add(conn)
-        self.per_peer[conn.peer] += 1
+        if not conn.via_proxy:
+            self._count(conn)
         return None
 
+    def named(self, conn: Connection, s: Settings) -> str | None:
+        """A trusted proxy's connection named its sender (conn.peer now): None when it may send."""
+        if not s.allows(conn.peer):
+            return "address not in --allow"
+        if reason := self._peer_full(conn.peer, s):
+            return reason
+        self._count(conn)
+        return None
+
+    def _peer_full(self, peer: str, s: Settings) -> str | None:
+        if self.per_peer[peer] >= s.max_per_peer and not self._evict(s, peer):
+            return f"too many connections from this address (--max-per-peer {s.max_per_peer})"
+        return None
+
+    def _count(self, conn: Connection) -> None:
+        self.counted[conn] = conn.peer
+        self.per_peer[conn.peer] += 1
+
     def forget(self, conn: Connection) -> None:
-        if conn in self.connections:
-            self.connections.discard(conn)
-            self.per_peer[conn.peer] -= 1
-            if self.per_peer[conn.peer] <= 0:
-                del self.per_peer[conn.peer]
+        self.connections.discard(conn)
+        peer = self.counted.pop(conn, None)
+        if peer is not None:
+            self.per_peer[peer] -= 1
+            if self.per_peer[peer] <= 0:
+                del self.per_peer[peer]
 
     def _evict(self, s: Settings, peer: str | None) -> bool:
         """Close the connection of peer (of anyone when None) least likely to be a real sender, if any."""
@@ -153,9 +180,11 @@ class Admission:
         self.rejections[conn.peer] = Rejections(cap, now, reason)
         return cap
 
-    def finalized(self, cap: Capture, peer: str) -> None:
+    def finalized(self, path: Path, manifest: Manifest, peer: str) -> None:
+        """A capture is finalized: if it holds a peer's rejections, later counts go into this manifest."""
         agg = self.rejections.get(peer)
-        if agg is not None and agg.capture is cap:
+        if agg is not None and agg.capture.path == path:
+            agg.capture = Capture(path, manifest)
             agg.written = 1
 
     def write_counts(self, *, final: bool = False) -> None:

@@ -16,12 +16,12 @@ from rescue.units import parse_size
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def parse_network(text: str) -> Network:
+def parse_network(text: str, option: str = "--allow") -> Network:
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise RescueError(
-            f"bad --allow network {text!r}", hint="use CIDR notation such as 192.168.1.0/24"
+            f"bad {option} network {text!r}", hint="use CIDR notation such as 192.168.1.0/24"
         ) from None
 
 
@@ -36,9 +36,11 @@ class Settings:
     token_file: Path | None = None  # read at start and on SIGHUP; never shown (unlike --token in ps)
     allow: tuple[Network, ...] = ()  # empty: every peer may send
     ipv6_only: bool = False  # --bind :: also takes IPv4 (mapped) unless this is set
+    proxy_protocol: bool = False  # read a PROXY v1/v2 header from --trusted-proxy peers (listen.proxy)
+    trusted_proxy: tuple[Network, ...] = ()
     max_bytes: int = 4 << 30  # per connection: the stream, and again the files extracted from it
-    max_connections: int = 256
-    max_per_peer: int = 128  # simultaneous connections from one address: half the table
+    max_connections: int = 4096  # two descriptors each: the listener raises its open-file limit
+    max_per_peer: int = 128  # simultaneous connections from one address (a trusted proxy excepted)
     min_free: int = 256 << 20  # refuse new captures while the capture file system has less free
     first_block_timeout: float = 2.0  # seconds to the first block: past it, first to go when full
     min_rate: int = 1024  # bytes/s: a sender slower than this (after first_block_timeout) goes next
@@ -57,6 +59,13 @@ class Settings:
         ip = ipaddress.ip_address(peer)
         return any(ip in net for net in self.allow)
 
+    def trusts_proxy(self, peer: str) -> bool:
+        """Whether this peer's connections start with a PROXY header naming the real sender."""
+        if not self.proxy_protocol:
+            return False
+        ip = ipaddress.ip_address(peer)
+        return any(ip in net for net in self.trusted_proxy)
+
 
 # Given on the command line only; every other setting may also come from the config file.
 _CLI_ONLY = frozenset({"json", "debug", "config"})
@@ -67,7 +76,7 @@ _SIZES = frozenset({"max_bytes", "min_free", "min_rate"})
 _PATHS = frozenset({"dir", "log", "config", "token_file"})
 _COUNTS = frozenset({"port", "udp_port", "max_connections", "max_members", "max_per_peer"})
 _SECONDS = frozenset({"idle_timeout", "drain_timeout", "first_block_timeout", "netconsole_quiet"})
-_FLAGS = frozenset({"json", "debug", "ipv6_only"})
+_FLAGS = frozenset({"json", "debug", "ipv6_only", "proxy_protocol"})
 _TEXTS = frozenset({"bind", "token", "legacy_encoding"})
 
 
@@ -85,10 +94,11 @@ def coerce(key: str, value: Any) -> Any:
     """
     if value is None:
         return None
-    if key == "allow":
+    if key in ("allow", "trusted_proxy"):
+        option = "--" + key.replace("_", "-")
         items = value if isinstance(value, list | tuple) else [value]
         _expect(key, value, all(isinstance(v, str) for v in items), "a list of CIDR strings")
-        return tuple(parse_network(v) for v in items)
+        return tuple(parse_network(v, option) for v in items)
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if key in _SIZES:
         _expect(key, value, is_int or isinstance(value, str), "a whole number of bytes or a size like '4G'")
@@ -158,5 +168,14 @@ def build_settings(cli: dict[str, Any], env: dict[str, str] | None = None) -> Se
             token = layer.get("token") or (read_token_file(token_file) if token_file else None)
             if token is not None and not TOKEN.fullmatch(token):
                 raise RescueError("the token must be one word of printable characters (no spaces)")
-            return replace(settings, token=token, token_file=token_file)
+            return _checked(replace(settings, token=token, token_file=token_file))
+    return _checked(settings)
+
+
+def _checked(settings: Settings) -> Settings:
+    if settings.proxy_protocol and not settings.trusted_proxy:
+        raise RescueError(
+            "--proxy-protocol needs --trusted-proxy CIDR",
+            hint="the load balancers' addresses: from anyone else a PROXY header would be a forged address",
+        )
     return settings

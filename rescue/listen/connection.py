@@ -1,41 +1,40 @@
 """One connection: bytes in, one Received value out (asyncio's BufferedProtocol).
 
-A connection starts with a small buffer, enough to tell the stream's kind, and takes a 128 KiB one once it
-knows it has a sender: an idle flood of a thousand connections costs a few MiB. The stream is written
-straight to a .partial file while it is hashed; at EOF the connection closes its side at once (busybox nc
-waits for the peer to close) and hands what it received to the server, which finalizes it in a worker.
-The connection never learns what became of it: finalize works on the Received value alone.
-
-Whenever the listener (not the sender) ends a stream, the sender is told in one line,
-`rescue: refused: REASON`, and what it still sends is read for a moment so that its nc prints the line;
-then the connection is reset, so that a busybox nc still sending exits with status 1.
+A connection's buffer starts just large enough to tell the stream's kind, is 16 KiB once it has a sender
+and 128 KiB once the stream proves long: an idle flood of a thousand connections costs a few MiB, 2,000
+senders about 32 MiB. The stream goes straight to a .partial file while it is hashed; at EOF it is handed
+to the server, and our side closes only once the pipeline says the bytes are on disk (busybox nc waits
+for our close, and a clean close must mean that the bundle is kept). Finalize works on the Received value
+alone. Whenever the listener ends a stream, or cannot keep one, the sender is told why in one line and the
+connection is reset (listen.refusal).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import hmac
 import ipaddress
-import socket
-import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from rescue.capture.manifest import Kind, Status
 from rescue.capture.store import SPOOL, Capture, FileWriter, Store, safe_relpath
-from rescue.listen import wire
+from rescue.listen import proxy, refusal, wire
 from rescue.listen.config import Settings
 from rescue.listen.events import Events
+from rescue.listen.finalize import io_reason
+from rescue.tokens import token_problem
 from rescue.units import human_size
 
-BUFFER = 128 * 1024
 FIRST_BUFFER = wire.MAX_HEADER + 1024  # a header line and a tar's first 262 bytes: enough to tell the kind
+BUFFER_SENDER = 16 * 1024  # a sender's, until its stream proves long
+BUFFER = 128 * 1024
+GROW_AFTER = 512 * 1024
 FLUSH_AT = 64 * 1024  # write and hash in chunks of at least this much: busybox nc sends 1 KiB at a time
-REFUSAL_DRAIN = 1.0  # seconds a refused sender is still read (and ignored) so that its nc reads the line
-_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+WRITEBACK_EVERY = 8 << 20  # a long stream is flushed as it comes: its sender's close waits for the disk
+Durable = Callable[[OSError | None], None]
 
 
 class Server(Protocol):
@@ -47,9 +46,11 @@ class Server(Protocol):
 
     def admit(self, conn: Connection) -> str | None: ...  # None, or why the peer is refused
 
+    def named(self, conn: Connection) -> str | None: ...  # a proxy named the sender: None, or why refused
+
     def forget(self, conn: Connection) -> None: ...
 
-    def finalize(self, received: Received) -> None: ...
+    def finalize(self, received: Received, on_durable: Durable | None) -> None: ...
 
     def new_capture(self, conn: Connection) -> Capture: ...  # OSError when it cannot be stored
 
@@ -83,10 +84,6 @@ def normalize_peer(host: str) -> str:
     return str(ip)
 
 
-def io_reason(e: OSError) -> str:
-    return "disk full" if e.errno == errno.ENOSPC else f"cannot write: {e.strerror}"
-
-
 class Connection(asyncio.BufferedProtocol):
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -99,6 +96,7 @@ class Connection(asyncio.BufferedProtocol):
         self.rejection: str | None = None  # why the token refused the stream
         self.received = 0  # bytes off the wire, header included
         self.bytes = 0  # body bytes stored
+        self._written_back = 0
         self.started = time.monotonic()
         self.last_data = self.started
         self.first_block: float | None = None  # when the stream's kind was known: a sender, not a loiterer
@@ -106,9 +104,11 @@ class Connection(asyncio.BufferedProtocol):
         self.sink: FileWriter | None = None
         self.raw_name: str | None = None
         self.done = False
+        self.closing_when_durable = False  # ended whole: our close waits for the bytes to be on disk
         self.refused = False  # the sender was told why we end the stream
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.via_proxy: str | None = None  # the trusted proxy's address while its PROXY header is awaited
 
     # asyncio callbacks ------------------------------------------------------------------------
 
@@ -116,13 +116,21 @@ class Connection(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.peer = normalize_peer(transport.get_extra_info("peername")[0])
+        if self.settings.trusts_proxy(self.peer):
+            self.via_proxy = self.peer  # the sender is known once the PROXY header is read
         reason = self.server.admit(self)
         if reason:
-            self.done = True
-            self._refuse(reason)
-            self.server.refused(self.peer, reason)
+            self._turn_away(reason)
             return
-        self.server.events.event("connection", None, peer=self.peer)
+        if not self.via_proxy:
+            self.server.events.event("connection", None, peer=self.peer)
+
+    def _turn_away(self, reason: str) -> None:
+        """Refuse the connection before any of its stream is kept: told, reset, and said (counted)."""
+        self.done = True
+        self.server.forget(self)
+        self._refuse(reason)
+        self.server.refused(self.peer, reason)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return memoryview(self._buf)[self._fill :]
@@ -135,16 +143,20 @@ class Connection(asyncio.BufferedProtocol):
         self.received += nbytes
         self.last_data = time.monotonic()
         try:
+            if self.via_proxy and self.kind is None and not self._read_proxy_header(eof=False):
+                return
             if self.kind is None and not self._detect(eof=False):
-                if self._fill == len(self._buf):  # cannot happen with MAX_HEADER < BUFFER; be safe
+                if self._fill == len(self._buf):  # cannot happen with MAX_HEADER < FIRST_BUFFER; be safe
                     self._detect(eof=True)
                 return
-            if self._fill >= FLUSH_AT:
+            if self._fill >= min(FLUSH_AT, len(self._buf)):
                 self._flush()
         except OSError as e:
             self._fail_io(e)
 
     def eof_received(self) -> bool:
+        """True keeps our side open: for a refused sender until its reset, for a stream that ended whole
+        until its bytes are on disk (durable())."""
         if self.done:
             return True  # a refused sender finished sending: the reset after the line closes it
         if self.kind is None and self._fill == 0 and self.header is None:
@@ -152,6 +164,8 @@ class Connection(asyncio.BufferedProtocol):
             self.server.forget(self)
             return False
         try:
+            if self.via_proxy and self.kind is None and not self._read_proxy_header(eof=True):
+                return self.refused  # ended here: kept open only until a refused sender's reset
             if self.kind is None:
                 self._detect(eof=True)
             self._flush()
@@ -161,24 +175,59 @@ class Connection(asyncio.BufferedProtocol):
         if self.done:
             return True  # refused while telling the kind (a token, a disk that cannot store it)
         if self.header and "incomplete" in self.header:
-            # A replay of an incomplete capture stays incomplete.
+            # A replay of an incomplete capture stays incomplete: kept as sent, so closed cleanly.
             reason = "sent as incomplete (a replay of an incomplete capture)"
             self.finish(Status.INCOMPLETE, reason, tell=False)
         else:
             self.finish(Status.COMPLETE, None)
-        return False  # close our side now: busybox nc exits only when we do
+        return self.closing_when_durable or self.refused
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
         if self.kind is None and self._fill == 0 and self.header is None:
             self.done = True
         if not self.done:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # what did reach the file is counted all the same
                 self._flush()
             reason = f"connection cut: {exc}" if exc else "connection closed before the end of the stream"
             self.finish(Status.INCOMPLETE, reason)
 
     # the stream ---------------------------------------------------------------------------------
+
+    def _read_proxy_header(self, *, eof: bool) -> bool:
+        """Take the PROXY header off the front of a trusted proxy's stream: the sender becomes the peer.
+
+        False while the header is not whole yet, or when the connection ended (refused, rejected, or an
+        empty one such as a health check); True once the body may follow.
+        """
+        try:
+            header = proxy.parse(bytes(self._buf[: self._fill]))
+            if header is None and eof and self._fill:
+                raise proxy.ProxyHeaderError("the PROXY header was cut short")
+        except proxy.ProxyHeaderError as e:
+            self._reject(str(e))
+            return False
+        if header is None:
+            if eof:  # ended before any byte: nothing to store
+                self.done = True
+                self.server.forget(self)
+            return False
+        rest = self._buf[header.length : self._fill]
+        self._buf[: len(rest)] = rest
+        self._fill = len(rest)
+        if header.source is not None:
+            self.peer = normalize_peer(header.source)
+        via, self.via_proxy = self.via_proxy, None
+        reason = self.server.named(self)  # --allow and --max-per-peer, now that the sender is known
+        if reason:
+            self._turn_away(reason)
+            return False
+        self.server.events.event("connection", None, peer=self.peer, proxy=via)
+        if eof and not self._fill:
+            self.done = True  # the proxy's own probe, or a sender that sent nothing: nothing to store
+            self.server.forget(self)
+            return False
+        return True
 
     def _detect(self, *, eof: bool) -> bool:
         """Decide the stream kind from the buffered prefix; open the capture and its sink."""
@@ -189,7 +238,7 @@ class Connection(asyncio.BufferedProtocol):
         if kind == "header":
             line, _, rest = prefix.partition(b"\n")
             self.header, self.header_problems = wire.parse_header(line)
-            problem = self._check_token()
+            problem = token_problem(self.settings.token, self.header)
             if problem:
                 self._reject(problem)
                 return True
@@ -218,9 +267,9 @@ class Connection(asyncio.BufferedProtocol):
         except OSError as e:
             self._fail_io(e)
             return True
-        big = bytearray(BUFFER)  # a sender after all: the full buffer
-        big[: self._fill] = self._buf[: self._fill]
-        self._buf = big
+        bigger = bytearray(BUFFER_SENDER)  # a sender after all: a sender's buffer
+        bigger[: self._fill] = self._buf[: self._fill]
+        self._buf = bigger
         return True
 
     def _cannot_store(self, e: OSError) -> None:
@@ -238,19 +287,6 @@ class Connection(asyncio.BufferedProtocol):
             return wanted
         return "dmesg.txt" if wire.looks_like_dmesg(prefix) else "stream.bin"
 
-    def _check_token(self) -> str | None:
-        """None when the stream may be kept; else why not. Any doubt refuses: the check never fails open."""
-        want = self.settings.token
-        if not want:
-            return None
-        got = (self.header or {}).get("token", "")
-        try:
-            if hmac.compare_digest(got.encode(), want.encode()):
-                return None
-        except Exception:  # a token of a strange type must refuse, not wave the stream through
-            return "the token could not be checked"
-        return "wrong token" if got else "missing token"
-
     def _flush(self) -> None:
         if self.sink is None or self._fill == 0:
             return
@@ -264,6 +300,11 @@ class Connection(asyncio.BufferedProtocol):
             self._fill = 0
         if over and not self.done:
             self.finish(Status.INCOMPLETE, f"stopped at --max-bytes {human_size(self.settings.max_bytes)}")
+        if self.received >= GROW_AFTER and len(self._buf) < BUFFER and not self.done:
+            self._buf = bytearray(BUFFER)
+        if self.bytes - self._written_back >= WRITEBACK_EVERY and self.sink is not None:
+            self.sink.start_writeback()
+            self._written_back = self.bytes
 
     def _reject(self, reason: str) -> None:
         """A stream the token refuses: a `rejected` capture records who and why (one per peer a minute)."""
@@ -279,7 +320,11 @@ class Connection(asyncio.BufferedProtocol):
         self.finish(Status.INCOMPLETE, io_reason(e))
 
     def finish(self, status: Status, reason: str | None, *, tell: bool = True) -> None:
-        """Stop receiving and hand a Received to the server; a sender stopped by us is told why."""
+        """Stop receiving and hand a Received to the server; a sender stopped by us is told why.
+
+        A stream kept as it was sent (complete, or a replay sent as incomplete: tell=False) is closed
+        cleanly once its bytes are on disk; any other end is a refusal line and a reset.
+        """
         if self.done:
             return
         self.done = True
@@ -294,17 +339,29 @@ class Connection(asyncio.BufferedProtocol):
             if self.rejection:  # the token decided, now that the kind is known
                 status, reason = Status.REJECTED, self.rejection
         self._fill = 0
-        if tell and self.transport and not self.transport.is_closing() and status is not Status.COMPLETE:
+        self._buf = bytearray(256)  # nothing more is kept: a queue of finished senders costs no buffers
+        as_sent = status is Status.COMPLETE or not tell
+        if not as_sent and self.transport and not self.transport.is_closing():
             self._refuse(reason or str(status))
         if self.capture is None or self.kind is None:
             return  # nothing arrived that could be stored
         sink, self.sink = self.sink, None  # from here on the file belongs to finalize
         kind, header = Kind(self.kind), dict(self.header or {})
-        body, name = self.bytes, self.raw_name
         problems = tuple(self.header_problems)
-        self.server.finalize(
-            Received(self.capture, self.peer, kind, header, body, sink, name, status, reason, problems)
+        received = Received(
+            self.capture, self.peer, kind, header, self.bytes, sink, self.raw_name, status, reason, problems
         )
+        self.closing_when_durable = as_sent
+        self.server.finalize(received, self.durable if as_sent else None)
+
+    def durable(self, error: OSError | None) -> None:
+        """The stream is on disk (error None): close cleanly. It is not: the sender is told, then reset."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if error is None:
+            self.transport.close()
+        else:
+            self._refuse(f"not stored: {io_reason(error)}")
 
     def _refuse(self, reason: str) -> None:
         """Tell the sender in one line, read what it still sends for a moment, then reset the connection."""
@@ -314,31 +371,7 @@ class Connection(asyncio.BufferedProtocol):
         self.refused = True
         self._buf = bytearray(FIRST_BUFFER)  # what a refused sender still sends is dropped
         self._fill = 0
-        with contextlib.suppress(Exception):
-            transport.write(f"rescue: refused: {reason}\n".encode())
-        if self.server.drain_refusals():
-            # Read for a while (nc prints the line when it next polls), then stop reading so that a sender
-            # still sending blocks in write(): the reset then fails that write, and busybox nc exits 1.
-            loop = asyncio.get_running_loop()
-            loop.call_later(REFUSAL_DRAIN / 2, self._stop_reading)
-            loop.call_later(REFUSAL_DRAIN, self._reset)
-        else:
-            self._reset()
-
-    def _stop_reading(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            with contextlib.suppress(Exception):
-                self.transport.pause_reading()
-
-    def _reset(self) -> None:
-        """Close with a reset (SO_LINGER 0): a busybox nc still writing then exits 1, not 0."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        sock = transport.get_extra_info("socket")
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-        transport.abort()
+        refusal.refuse(transport, reason, drain=self.server.drain_refusals())
 
     def checkpoint(self, now: float) -> None:
         """Once a second: put buffered bytes on disk, so a KILL loses at most about a second of data.
@@ -346,8 +379,8 @@ class Connection(asyncio.BufferedProtocol):
         A short stream that went quiet before its kind could be told is taken as raw (a tar sender
         writes its first 512-byte header block in one go).
         """
-        if self.done or not self._fill:
-            return
+        if self.done or not self._fill or self.via_proxy:
+            return  # a PROXY header is never taken for data, however slowly it comes
         try:
             if self.kind is None:
                 prefix = bytes(self._buf[: min(self._fill, len(wire.HEADER_MAGIC))])

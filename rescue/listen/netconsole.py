@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rescue.capture.manifest import Manifest, Status, read_manifest
-from rescue.capture.store import Capture, Store
+from rescue.capture.store import Store
 from rescue.errors import RescueError
 from rescue.listen.config import Settings
 from rescue.listen.connection import normalize_peer
@@ -349,4 +349,4 @@ def _analysis(path: Path) -> dict[str, Any]:
         manifest = read_manifest(path)[1]
     except RescueError as e:
         return {"error": f"analysis failed: {e}"}
-    return analyze_capture(Capture(path, manifest))
+    return analyze_capture(path, manifest)

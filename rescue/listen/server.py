@@ -1,12 +1,12 @@
 """`rescue listen`: the server's lifecycle. Accept (or take systemd's socket), admit, tick, signals, drain.
 
-Each connection (listen.connection) hands one Received to finalize (listen.finalize), which runs in a worker
-thread; what it returns becomes a `capture` event (listen.events).
+Who may send is listen.admission's; each connection (listen.connection) hands one Received to the pipeline
+(listen.pipeline: durable, then finalized in worker processes); what comes back becomes a `capture` event
+(listen.events). The flags are listen.command's.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -14,11 +14,12 @@ import signal
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
-from rescue.capture.manifest import Status
-from rescue.capture.store import Capture, Store
+from rescue.capture.dirlock import DirectoryLock
+from rescue.capture.manifest import FileEntry, Kind, Manifest, Status, read_manifest
+from rescue.capture.store import Capture, Store, iso
 from rescue.deadline import Deadline
 from rescue.errors import RescueError
 from rescue.listen import netinfo
@@ -26,13 +27,15 @@ from rescue.listen.admission import Admission
 from rescue.listen.config import Settings, build_settings
 from rescue.listen.connection import Connection, Received
 from rescue.listen.events import Events, capture_summary
-from rescue.listen.finalize import finalize, write_final_manifest
+from rescue.listen.finalize import Job, write_final_manifest
+from rescue.listen.limits import fit_open_files, fitted, resource_errors_as_events
 from rescue.listen.netconsole import NetconsoleEndpoint
+from rescue.listen.pipeline import Durable, Pipeline, job_for
 from rescue.listen.sockets import bound_socket, systemd_socket
-from rescue.tokens import warn_visible_token
+from rescue.summary.feed import Feed
 from rescue.units import human_size
 
-BACKLOG = 512  # 200 simultaneous senders must not see resets
+BACKLOG = 4096  # a burst of 2,000 connects at once must not overflow it (the kernel caps it at somaxconn)
 
 
 class ListenServer:
@@ -44,13 +47,16 @@ class ListenServer:
         self.gate = Admission(events)
         self.connections = self.gate.connections  # the table (the same set): admitted, not yet finished
         self.unwritten: list[Capture] = []  # final manifests the disk refused: retried every second
-        self.pending: set[asyncio.Future[Capture]] = set()
+        self.pipeline: Pipeline | None = None
         self.stats = {"connections": 0, "bytes": 0, "complete": 0, "incomplete": 0, "rejected": 0}
         self.started = time.time()
         self.server: asyncio.Server | None = None
         self.stopping = asyncio.Event()
         self.loop = asyncio.get_running_loop()
         self.netconsole: NetconsoleEndpoint | None = None
+        self.fleet = Feed(
+            settings.dir, self.loop, self._milestone, lambda p: events.event("error", p, error=p)
+        )
 
     def admit(self, conn: Connection) -> str | None:
         if self.server is None or not self.server.is_serving():
@@ -59,6 +65,9 @@ class ListenServer:
         if reason is None:
             self.stats["connections"] += 1
         return reason
+
+    def named(self, conn: Connection) -> str | None:
+        return self.gate.named(conn, self.settings)
 
     def forget(self, conn: Connection) -> None:
         self.gate.forget(conn)
@@ -75,57 +84,80 @@ class ListenServer:
     def drain_refusals(self) -> bool:
         return not self.stopping.is_set() and self.gate.drain_refusals(self.loop)
 
-    def finalize(self, received: Received) -> None:
-        fut = self.loop.run_in_executor(None, finalize, received, self.settings)
-        self.pending.add(fut)
-        fut.add_done_callback(lambda f: self._finalized(f, received))
-
-    def _finalized(self, fut: asyncio.Future[Capture], received: Received) -> None:
-        self.pending.discard(fut)
-        peer = received.peer
-        exc = fut.exception()
-        if exc is not None:
-            self.events.event(
-                "error", f"error finishing a capture from {peer}: {exc}", peer=peer, error=str(exc)
+    def finalize(self, received: Received, on_durable: Durable | None) -> None:
+        """A connection ended: into the pipeline (listen.pipeline), which tells on_durable when to close."""
+        assert self.pipeline is not None
+        try:
+            job = job_for(received, self.settings)
+        except OSError as e:  # the spool cannot even be closed or renamed: the sender gets a reset
+            if on_durable is not None:
+                on_durable(e)
+            cap, kind, status = received.capture, str(received.kind), str(received.status)
+            self._failed(
+                Job(str(cap.path), received.peer, cap.manifest.started, kind, status, received.reason), e
             )
-            if self.settings.debug:
-                traceback.print_exception(exc)
-            # Never leave it `receiving`: what is on disk stays, the manifest says it is not whole.
-            cap = received.capture
-            cap.manifest.status, cap.manifest.reason = Status.INCOMPLETE, f"internal error: {exc}"
-            self.unwritten.append(cap)  # written in the next round
             return
-        cap = fut.result()
-        m = cap.manifest
+        self.pipeline.received(job, on_durable)
+
+    def _failed(self, job: Job, exc: BaseException) -> None:
+        self.events.event(
+            "error",
+            f"error finishing the capture {job.path} from {job.peer}: {exc} (its bytes stay there)",
+            peer=job.peer,
+            path=job.path,
+            error=str(exc),
+        )
+        if self.settings.debug:
+            traceback.print_exception(exc)
+        # Never left `receiving`: what is on disk stays, the manifest says it is not whole.
+        m = Manifest(peer=job.peer, started=job.started, header=dict(job.header))
+        m.status, m.reason, m.kind = Status.INCOMPLETE, f"internal error: {exc}", Kind(job.kind)
+        m.stream_bytes, m.ended = job.body_bytes, iso(time.time())
+        if job.spool is not None:
+            m.files = [FileEntry(job.spool, job.body_bytes, job.spool_sha256)]
+        with contextlib.suppress(RescueError):  # unreadable: the manifest below replaces it
+            if read_manifest(Path(job.path))[1].status is not Status.RECEIVING:
+                return  # the final manifest is written; only its sync failed (said above)
+        self.unwritten.append(Capture(Path(job.path), m))  # written in the next round
+
+    def _stored(self, job: Job, doc: dict[str, Any]) -> None:
+        path = Path(job.path)
+        m = Manifest.from_json(doc, path)
         if m.manifest_error:
-            self.unwritten.append(cap)
-        self.gate.finalized(cap, peer)
+            self.unwritten.append(Capture(path, m))
+        self.gate.finalized(path, m, job.peer)
         self.stats[m.status] = self.stats.get(m.status, 0) + 1
-        self.stats["bytes"] += received.body_bytes
+        self.stats["bytes"] += job.body_bytes
         analysis = m.analysis or {}
         self.events.end_progress()
         self.events.event(
             "capture",
-            capture_summary(cap.path, m, self.settings.dir),
-            path=str(cap.path),
-            peer=peer,
+            capture_summary(path, m, self.settings.dir),
+            path=job.path,
+            peer=job.peer,
             status=str(m.status),
             reason=m.reason,
             kind=m.kind and str(m.kind),
             files=[f.name for f in m.files],
-            bytes=received.body_bytes,
+            bytes=job.body_bytes,
             sha256sums=m.sha256sums,
             findings=[f.get("id") for f in analysis.get("findings", [])],
             headline=analysis.get("headline"),
         )
         if self.netconsole is not None:  # the netconsole stream of the same boot joins this capture
-            self.netconsole.bundle_arrived(cap.path, m.header)
+            self.netconsole.bundle_arrived(path, m.header)
+        self.fleet.add(path, m)
+
+    def _milestone(self, line: str, machines: int) -> None:
+        self.events.end_progress()
+        self.events.event("milestone", line, machines=machines, line=line)
 
     def _housekeeping(self, *, final: bool = False) -> None:
         """Once a second: manifests the disk refused are written again; rejection counts go to disk."""
         retry, self.unwritten = self.unwritten, []
         for cap in retry:
-            write_final_manifest(cap)  # manifest_error says whether the disk still refused it
+            # manifest_error says whether the disk still refused it
+            write_final_manifest(cap.path, cap.manifest, durable=True)
         self.unwritten += [cap for cap in retry if cap.manifest.manifest_error]
         self.gate.write_counts(final=final)
 
@@ -133,6 +165,28 @@ class ListenServer:
 
     async def serve(self) -> None:
         self.store.check_writable()
+        self.loop.set_exception_handler(
+            resource_errors_as_events(lambda e: self.events.event("error", e, error=e))
+        )
+        self.settings = fit_open_files(self.settings, self.events)
+        lock = DirectoryLock(self.settings.dir)
+        if lock.try_exclusive():
+            self._recover()
+        else:
+            self.events.say(
+                f"another listener uses {self.settings.dir}: captures a killed listener left are recovered "
+                "at a start with no other listener running"
+            )
+        lock.shared()
+        await asyncio.wrap_future(self.fleet.start())
+        self.pipeline = Pipeline(self.settings.dir, self.loop, self._stored, self._failed)
+        try:
+            await self._serve()
+        finally:
+            await self.loop.run_in_executor(None, self.pipeline.close)
+            lock.close()
+
+    def _recover(self) -> None:
         for path, problem in self.store.recover():
             if problem:
                 self.events.event("error", f"cannot recover {path}: {problem}", path=str(path), error=problem)
@@ -140,6 +194,8 @@ class ListenServer:
                 self.events.event(
                     "recovered", f"marked {path} incomplete (the listener stopped during it)", path=str(path)
                 )
+
+    async def _serve(self) -> None:
         try:
             inherited = systemd_socket()
             if inherited is not None:  # socket activation: systemd bound the port; --bind/--port do not apply
@@ -169,6 +225,7 @@ class ListenServer:
             ticker.cancel()
             if self.netconsole is not None:
                 await self.netconsole.close()
+            await self.loop.run_in_executor(None, self.fleet.close)
         self._housekeeping(final=True)
         self.events.event("stopped", "stopped", **self.stats)
 
@@ -250,8 +307,10 @@ class ListenServer:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.finish(Status.INCOMPLETE, "the listener was stopped during the transfer")
-        while self.pending:
-            await asyncio.gather(*self.pending, return_exceptions=True)
+        assert self.pipeline is not None
+        if self.pipeline.backlog:
+            self.events.say(f"stopping: finishing {self.pipeline.backlog} capture(s) already received")
+        await self.pipeline.drain()
 
     async def _tick(self) -> None:
         """Once a second: close idle senders, put buffered bytes on disk, show progress.
@@ -293,7 +352,7 @@ class ListenServer:
             self.events.event("reloaded", "reopened the log (no --config or --token-file to re-read)")
             return
         try:
-            self.settings = build_settings(self._cli)  # validated whole before it replaces the old
+            self.settings = fitted(build_settings(self._cli))  # validated whole before it replaces the old
         except Exception as e:  # whatever is wrong with the new file, the old settings stay
             text = e.message if isinstance(e, RescueError) else f"{type(e).__name__}: {e}"
             self.events.event("error", f"reload failed, keeping the old settings: {text}", error=text)
@@ -320,76 +379,3 @@ class ListenServer:
             netconsole=self.netconsole.stats if self.netconsole is not None else None,
             **{k: s[k] for k in ("complete", "incomplete", "rejected")},
         )
-
-
-# CLI ----------------------------------------------------------------------------------------------
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("listen", help="receive files from a rescue shell (busybox nc) and analyse them")
-    p.add_argument("--bind", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--port", type=int, help="TCP port (default 3333; 0 picks a free one)")
-    p.add_argument(
-        "--udp-port", type=int, help="UDP port for netconsole (default: the TCP port's number; 0: off)"
-    )
-    p.add_argument(
-        "--netconsole-quiet",
-        type=float,
-        metavar="SECONDS",
-        help="diagnose a netconsole stream silent this long (default 10)",
-    )
-    p.add_argument("--dir", help="where captures are stored (default ./captures)")
-    p.add_argument(
-        "--token-file",
-        metavar="FILE",
-        help="require the token in FILE in a 'RESCUE/1 token=...' header line (re-read on SIGHUP; "
-        "or set RESCUE_TOKEN)",
-    )
-    p.add_argument("--token", help="the same, given on the command line (visible in ps: prefer --token-file)")
-    p.add_argument(
-        "--allow", action="append", default=[], metavar="CIDR", help="accept only these peers (repeatable)"
-    )
-    p.add_argument("--max-bytes", help="most bytes kept per connection (default 4G)")
-    p.add_argument("--max-connections", type=int, help="most simultaneous senders (default 256)")
-    p.add_argument("--max-per-peer", type=int, help="most simultaneous senders of one address (default 128)")
-    p.add_argument(
-        "--min-free", help="refuse new captures while the capture disk has less free than this (default 256M)"
-    )
-    p.add_argument(
-        "--first-block-timeout",
-        type=float,
-        help="seconds a sender has for its header or first block before it is the first to go when the "
-        "listener is full (default 2)",
-    )
-    p.add_argument(
-        "--min-rate", help="bytes/s under which a sender goes next when the listener is full (default 1K)"
-    )
-    p.add_argument(
-        "--ipv6-only", action="store_true", default=None, help="with --bind ::, do not also take IPv4"
-    )
-    p.add_argument("--idle-timeout", type=float, help="close a sender silent this many seconds (default 60)")
-    p.add_argument(
-        "--drain-timeout", type=float, help="on TERM/INT, wait this long for transfers (default 10)"
-    )
-    p.add_argument("--json", action="store_true", default=None, help="one JSON event per line on stdout")
-    p.add_argument("--log", help="also append human-readable lines to this file (reopened on SIGHUP)")
-    p.add_argument("--config", help="TOML file with token, allow, max_bytes, ... (re-read on SIGHUP)")
-    p.set_defaults(func=command)
-
-
-def command(args: argparse.Namespace) -> int:
-    cli = {f.name: getattr(args, f.name, None) for f in fields(Settings)}  # None: not given
-    if args.token:
-        warn_visible_token()
-    settings = build_settings(cli)
-    if not 0 <= settings.port <= 65535:
-        raise RescueError(f"bad --port {settings.port}")
-    if settings.udp_port is not None and not 0 <= settings.udp_port <= 65535:
-        raise RescueError(f"bad --udp-port {settings.udp_port}")
-    events = Events(json_events=settings.json, log=settings.log)
-
-    async def main() -> None:
-        await ListenServer(settings, events, cli).serve()
-
-    asyncio.run(main())
-    return 0

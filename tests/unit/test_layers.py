@@ -16,6 +16,7 @@ LAYERS = {
     "floor": 0,  # errors, run, reading, units, tokens, deadline, resources, kmod
     "capture": 1,
     "diagnose": 2,
+    "summary": 2,  # the fleet index: the listener writes it, `rescue summary` reads it
     "image": 3,
     "listen": 3,
     "hooks": 3,

@@ -1,0 +1,1 @@
+"""The fleet view: an index of every capture in a directory, and `rescue summary` over it."""
