@@ -22,7 +22,7 @@ from rescue.capture.manifest import Manifest, Status
 from rescue.capture.store import Store
 from rescue.deadline import Deadline
 from rescue.errors import RescueError
-from rescue.listen import netinfo
+from rescue.listen import netinfo, recipe
 from rescue.listen.config import Settings, build_settings
 from rescue.listen.connection import Connection, Received
 from rescue.listen.events import Events, capture_summary
@@ -226,15 +226,14 @@ class ListenServer:
             r.say(f"(cannot list host addresses: {e})")
             addresses = [netinfo.HostAddress("HOST", 0, "?", False)]
         best = addresses[0].address
-        commands = netinfo.shell_instructions(
-            best, port, token=bool(s.token), prefixlen=addresses[0].prefixlen
-        )
+        lines = recipe.recipe(best, port, token=bool(s.token), prefixlen=addresses[0].prefixlen)
+        if s.advertise:  # the address the broken machines reach us at (NAT, port forwarding, a VM's view)
+            best, prefixlen = s.advertise
+            lines = recipe.recipe(best, port, token=bool(s.token), prefixlen=prefixlen)
         r.say("host addresses: " + ", ".join(map(str, addresses)))
-        r.say(f"\nOn the broken machine's busybox shell, type (host {best}):")
-        for line in commands:
-            r.say("  " + line)
-        if s.token:
-            r.say("  (replace TOKEN with the value of --token)")
+        r.say("")
+        for line in lines.lines(best):
+            r.say(line)
         r.say(f"Machines with the rescue hooks send by themselves (rescue.host={best} rescue.port={port}).")
         if udp_port:
             r.say(
@@ -248,7 +247,8 @@ class ListenServer:
             udp_port=udp_port,
             dir=str(s.dir),
             addresses=[a.address for a in addresses],
-            commands=commands,
+            commands=lines.busybox,
+            commands_bash=lines.bash,
         )
 
     def _install_signals(self) -> None:
@@ -354,6 +354,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=float,
         metavar="SECONDS",
         help="diagnose a netconsole stream silent this long (default 10)",
+    )
+    p.add_argument(
+        "--advertise",
+        metavar="ADDR[/PREFIX]",
+        help="the address the broken machines reach this host at, for the printed recipe (NAT, a VM's view)",
     )
     p.add_argument("--dir", help="where captures are stored (default ./captures)")
     p.add_argument(
