@@ -60,7 +60,7 @@ def busybox_path(tmp_path: Path, busybox: str) -> str:
 
 
 def printed_commands(lst: Listener) -> list[str]:
-    """The busybox section of the recipe, as the listener printed it (the indented lines after its heading)."""
+    """The busybox section of the recipe as the listener printed it (indented lines after its heading)."""
     text = lst.stderr_now()
     lines = text[text.index("busybox rescue shell") :].splitlines()[1:]
     section = []
