@@ -1,0 +1,109 @@
+#!/bin/sh
+# rescue watchdog: started early in the initramfs (initramfs-tools init-premount, dracut's cmdline hook or,
+# with systemd in the initrd, rescue-watchdog.service). If the root filesystem is not mounted rescue.after=S
+# seconds after it started, it runs the collector (reason "watchdog"), which sends while the boot goes on
+# waiting; the generator's own failure path (panic script, emergency hook) then sends nothing more, as they
+# share the collector's once-per-boot marker. This covers `panic=` (initramfs-tools then runs no panic
+# scripts) and dracut with systemd, which waits for the root without end unless rd.timeout= is given.
+#
+# Usage: watchdog.sh GENERATOR   (initramfs-tools or dracut). Stopped by `watchdog.sh stop` (init-bottom,
+# pre-pivot) or by systemd when it switches root; it also ends by itself when it wakes to a mounted root.
+#
+# On a good boot it costs one shell that reads a few small files and sleeps: no network, no collector.
+# The default S is before the generator gives up: initramfs-tools waits max(30, rootdelay) seconds for the
+# root, so 2/3 of that (20 s); dracut's shell init gives up after rd.retry (180 s) and, under systemd,
+# rd.timeout= (when given) ends the wait: 2/3 of those, at most 60 s. rescue.after=0 turns it off.
+# POSIX sh for busybox ash. For tests: RESCUE_PREFIX, RESCUE_WORKDIR and RESCUE_KMSG as for collect.sh, and
+# RESCUE_SH, the shell that runs the collector (instead of /bin/sh).
+
+PREFIX=${RESCUE_PREFIX:-}
+LIB=${0%/*}
+[ "$LIB" != "$0" ] || LIB=.
+WORKDIR=${RESCUE_WORKDIR:-$PREFIX/run/rescue}
+PIDFILE=$WORKDIR/watchdog.pid
+
+# shellcheck source=conf.sh source-path=SCRIPTDIR
+. "$LIB/conf.sh"
+# shellcheck source=identity.sh source-path=SCRIPTDIR
+. "$LIB/identity.sh"
+
+if [ "${1:-}" = stop ]; then
+	# The watchdog and its sleep: both, so that nothing of the initramfs outlives the switch to the root.
+	if [ -r "$PIDFILE" ]; then
+		read -r _pids <"$PIDFILE"
+		# shellcheck disable=SC2086  # one pid per word
+		kill $_pids 2>/dev/null
+		rm -f "$PIDFILE"
+	fi
+	exit 0
+fi
+GENERATOR=${1:-custom}
+
+CMDLINE=""
+[ -r "$PREFIX/proc/cmdline" ] && read -r CMDLINE <"$PREFIX/proc/cmdline"
+
+# The value of the last NAME=value word of the command line, else $2.
+arg() {
+	_arg_v=$2
+	set -f
+	for _arg_w in $CMDLINE; do
+		case $_arg_w in
+		"$1="*) _arg_v=${_arg_w#*=} ;;
+		esac
+	done
+	set +f
+	echo "$_arg_v"
+}
+
+seconds() {
+	case $1 in
+	'' | *[!0-9]*) echo "$2" ;;
+	*) echo "$1" ;;
+	esac
+}
+
+# The default delay: 2/3 of the generator's own wait for the root (see the top of this file).
+default_after() {
+	if [ "$GENERATOR" = initramfs-tools ]; then
+		_wait=$(seconds "${ROOTDELAY:-}" 0)
+		[ "$_wait" -gt 30 ] || _wait=30
+		echo $((_wait * 2 / 3))
+		return
+	fi
+	_after=60
+	_retry=$(seconds "$(arg rd.retry 180)" 180)
+	[ $((_retry * 2 / 3)) -lt "$_after" ] && _after=$((_retry * 2 / 3))
+	_timeout=$(seconds "$(arg rd.timeout "")" 0)
+	[ "$_timeout" -gt 0 ] && [ $((_timeout * 2 / 3)) -lt "$_after" ] && _after=$((_timeout * 2 / 3))
+	echo "$_after"
+}
+
+root_mounted() {
+	while read -r _dev _mnt _rest; do
+		case $_mnt in
+		/root | /sysroot) return 0 ;;
+		esac
+	done <"$PREFIX/proc/mounts"
+	return 1
+}
+
+[ "$(arg rescue "")" = off ] && exit 0
+RESCUE_HOSTNAME="" RESCUE_AFTER=""
+conf_read "$PREFIX/etc/rescue.conf" RESCUE_HOSTNAME RESCUE_AFTER
+# The identity line early in the kernel log: a netconsole stream carries it from the start.
+identity ""
+identity_kmsg
+AFTER=$(seconds "$(arg rescue.after "$RESCUE_AFTER")" "")
+[ -n "$AFTER" ] || AFTER=$(default_after)
+[ "$AFTER" -gt 0 ] || exit 0
+
+mkdir -p "$WORKDIR" || exit 0
+# shellcheck disable=SC2217  # stdin too: a sleep must not hold the console open
+sleep "$AFTER" </dev/null >/dev/null 2>&1 &
+echo "$$ $!" >"$PIDFILE"
+wait "$!" || exit 0 # killed: the root was mounted and the boot goes on
+root_mounted && exit 0
+# The collector keeps this pid (exec): `stop` still ends it if the root gets mounted meanwhile.
+echo "$$" >"$PIDFILE"
+echo "rescue: the root filesystem is not mounted after ${AFTER}s; sending the evidence while the boot waits"
+RESCUE_GENERATOR=$GENERATOR exec ${RESCUE_SH:-/bin/sh} "$LIB/collect.sh" watchdog
