@@ -114,6 +114,8 @@ def build_dracut_image(
     token: str | None = None,
     drop_modules: Sequence[str] = (),
     systemd: bool = False,
+    hooks: bool = True,
+    extra_args: Sequence[str] = (),
 ) -> Path:
     """A real `dracut --no-hostonly` image with the rescue-send module, from a temp copy of dracut's module
     dir (nothing is installed into the system's /usr/lib/dracut).
@@ -121,7 +123,9 @@ def build_dracut_image(
     By default the image uses dracut's shell init, which reaches the emergency hook by itself (rd.retry=N
     bounds the wait). With systemd=True, a btrfs root whose module does not load never becomes "ready" to
     udev and systemd waits for it without limit: boot it with rd.timeout=N (measured: emergency hook and a
-    complete send with rd.timeout=30 under qemu TCG)."""
+    complete send with rd.timeout=30 under qemu TCG); the hooks' watchdog unit sends without it.
+    hooks=False leaves the rescue-send module out (a machine without the hooks); extra_args go to dracut
+    as they are (e.g. --add bash --add-drivers virtio_net --install ip)."""
     dracut = _need("dracut", "dracut-core")
     _check_kernel(kver)
     names = _module_names(drop_modules)
@@ -142,7 +146,8 @@ def build_dracut_image(
         confdir = Path(tmp) / "conf.d"
         confdir.mkdir()
         argv = [dracut, "--no-hostonly", "--force", "--quiet", "--conf", "/dev/null",
-                "--confdir", str(confdir), "--add", DRACUT_NAME]  # fmt: skip
+                "--confdir", str(confdir)]  # fmt: skip
+        argv += [*(["--add", DRACUT_NAME] if hooks else []), *extra_args]
         if names:
             argv += ["--omit-drivers", " ".join(names)]
         if not systemd:
