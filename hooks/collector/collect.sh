@@ -121,6 +121,8 @@ mask() {
 . "$LIB/net.sh"
 # shellcheck source=identity.sh source-path=SCRIPTDIR
 . "$LIB/identity.sh"
+# shellcheck source=evidence.sh source-path=SCRIPTDIR
+. "$LIB/evidence.sh"
 
 # --- module check ---------------------------------------------------------------------------------------
 # One awk program walks the closure (each process costs milliseconds under qemu TCG, so no per-module greps).
@@ -357,6 +359,8 @@ collect() {
 	else
 		echo "# no $MODDIR" >"$BUNDLE/initramfs-modules.txt"
 	fi
+	devices_txt
+	storage_txt
 	_root=${ROOT:-}
 	[ -n "$_root" ] || _root=$(cmdline_arg root) || _root=""
 	_flags=${ROOTFLAGS:-}
@@ -400,7 +404,7 @@ send() {
 		# shellcheck disable=SC2086  # the optional files, one word each
 		(cd "$BUNDLE" && bb tar -cf - dmesg.txt cmdline.txt modules.txt crypto.txt filesystems.txt partitions.txt \
 			mounts.txt blkid.txt disks.txt info.txt initramfs-modules.txt modules-dep.txt network.txt \
-			modcheck.txt $_optional SHA256SUMS)
+			modcheck.txt devices.txt storage.txt $_optional SHA256SUMS)
 	} >"$WORKDIR/payload"
 	_bytes=$(bb wc -c <"$WORKDIR/payload")
 	_bytes=$((_bytes + 0))

@@ -17,7 +17,7 @@ from tests.host_kernel import HOST_MODDIR, KVER, ko
 MEMBERS = {
     "dmesg.txt", "cmdline.txt", "modules.txt", "crypto.txt", "filesystems.txt", "partitions.txt",
     "mounts.txt", "blkid.txt", "disks.txt", "info.txt", "initramfs-modules.txt", "modules-dep.txt",
-    "network.txt", "modcheck.txt", "SHA256SUMS",
+    "network.txt", "modcheck.txt", "devices.txt", "storage.txt", "SHA256SUMS",
 }  # fmt: skip
 
 

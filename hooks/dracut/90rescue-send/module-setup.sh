@@ -93,6 +93,10 @@ install() {
 		done
 	fi
 	_rescue_hostname >>"$initdir/etc/rescue.conf"
+	# The kernel's PCI and virtio aliases: the collector names the driver a device lacks even when that
+	# driver was left out of the image (whose own modules.alias then forgets it).
+	grep -E '^alias (pci|virtio):' "${srcmods:-/lib/modules/$kernel}/modules.alias" \
+		>"$initdir/lib/rescue/kernel.alias" 2>/dev/null || true
 	inst_hook emergency 50 "$moddir/rescue-emergency.sh"
 	# netconsole as soon as the NIC can have an address: once udev settled; pre-mount too, for a root that
 	# was found before the first settled hook ran (netconsole.sh runs once per boot).
