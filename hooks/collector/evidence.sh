@@ -18,6 +18,9 @@ devices_txt() {
 		_path=$(bb readlink -f "$_dev" 2>/dev/null) || _path=$_dev
 		_class=-
 		[ -r "$_dev/class" ] && read -r _class <"$_dev/class"
+		case $_class in
+		0x06*) continue ;; # bridges: nothing to drive
+		esac
 		read -r _modalias <"$_dev/modalias"
 		echo "${_path#"$PREFIX"} $_class $_modalias"
 	done >"$WORKDIR/devices.in"
@@ -82,7 +85,7 @@ storage_txt() {
 	{
 		echo "--- /proc/mdstat"
 		bb cat "$PREFIX/proc/mdstat" 2>&1
-		tool_report lvm "pvs" "vgs" "lvs -a"
+		tool_report lvm "vgs" "lvs -a -o +devices"
 		tool_report cryptsetup "--version"
 		echo "--- /dev/mapper"
 		bb ls -l "$PREFIX/dev/mapper" 2>&1

@@ -27,7 +27,14 @@ PIDFILE=$WORKDIR/watchdog.pid
 # shellcheck source=identity.sh source-path=SCRIPTDIR
 . "$LIB/identity.sh"
 
+# The pid file is replaced whole (a reader never sees it half written).
+write_pids() {
+	echo "$*" >"$PIDFILE.new" && mv -f "$PIDFILE.new" "$PIDFILE"
+}
+
 if [ "${1:-}" = stop ]; then
+	# The marker first: a watchdog that has not written its pid file yet sees it and ends by itself.
+	mkdir -p "$WORKDIR" && : >"$WORKDIR/watchdog.stopped"
 	# The watchdog and its sleep: both, so that nothing of the initramfs outlives the switch to the root.
 	if [ -r "$PIDFILE" ]; then
 		read -r _pids <"$PIDFILE"
@@ -87,6 +94,17 @@ root_mounted() {
 	return 1
 }
 
+# A passphrase prompt is a boot waiting for a person, not a failed one: the watchdog waits another round.
+asking() {
+	for _comm in "$PREFIX"/proc/[0-9]*/comm; do
+		read -r _name <"$_comm" 2>/dev/null || continue
+		case $_name in
+		askpass | systemd-ask-pas | systemd-tty-ask | cryptsetup) return 0 ;;
+		esac
+	done
+	return 1
+}
+
 [ "$(arg rescue "")" = off ] && exit 0
 RESCUE_HOSTNAME="" RESCUE_AFTER=""
 conf_read "$PREFIX/etc/rescue.conf" RESCUE_HOSTNAME RESCUE_AFTER
@@ -98,12 +116,19 @@ AFTER=$(seconds "$(arg rescue.after "$RESCUE_AFTER")" "")
 [ "$AFTER" -gt 0 ] || exit 0
 
 mkdir -p "$WORKDIR" || exit 0
-# shellcheck disable=SC2217  # stdin too: a sleep must not hold the console open
-sleep "$AFTER" </dev/null >/dev/null 2>&1 &
-echo "$$ $!" >"$PIDFILE"
-wait "$!" || exit 0 # killed: the root was mounted and the boot goes on
-root_mounted && exit 0
+while :; do
+	# shellcheck disable=SC2217  # stdin too: a sleep must not hold the console open
+	sleep "$AFTER" </dev/null >/dev/null 2>&1 &
+	write_pids "$$" "$!"
+	if [ -e "$WORKDIR/watchdog.stopped" ]; then
+		kill "$!" 2>/dev/null
+		exit 0
+	fi
+	wait "$!" || exit 0 # killed: the root was mounted and the boot goes on
+	root_mounted && exit 0
+	asking || break
+done
 # The collector keeps this pid (exec): `stop` still ends it if the root gets mounted meanwhile.
-echo "$$" >"$PIDFILE"
+write_pids "$$"
 echo "rescue: the root filesystem is not mounted after ${AFTER}s; sending the evidence while the boot waits"
 RESCUE_GENERATOR=$GENERATOR exec ${RESCUE_SH:-/bin/sh} "$LIB/collect.sh" watchdog

@@ -77,7 +77,7 @@ def test_stop_ends_the_watchdog_and_its_sleep(busybox: str, tmp_path: Path, list
     (fake.path / "etc" / "machine-id").write_text(MACHINE_ID + "\n")
     proc = start(busybox, fake, listener.port, "initramfs-tools")
     pidfile = fake.path / "run" / "rescue" / "watchdog.pid"
-    wait_until(pidfile.exists, 10, "the watchdog's pid file")
+    wait_until(pidfile.exists, 10, "the watchdog's pid file")  # written whole, never half
     pids = [int(p) for p in pidfile.read_text().split()]
     assert pids[0] == proc.pid and len(pids) == 2
     kmsg = (fake.path / "kmsg").read_text()
@@ -88,6 +88,16 @@ def test_stop_ends_the_watchdog_and_its_sleep(busybox: str, tmp_path: Path, list
     assert "rescue:" not in out, out
     wait_until(lambda: not Path(f"/proc/{pids[1]}").exists(), 10, "the sleep to end")
     assert not pidfile.exists()
+
+
+def test_stopped_before_it_got_going(busybox: str, tmp_path: Path, listener: Listener) -> None:
+    """A fast boot may mount the root before the watchdog has written its pid file: it ends by itself."""
+    fake = build(tmp_path, cmdline="console=ttyS0 root=/dev/vda")
+    stop = subprocess.run([busybox, "ash", str(WATCHDOG), "stop"], env=fake.env(), timeout=10)
+    assert stop.returncode == 0
+    proc = start(busybox, fake, listener.port, "initramfs-tools")
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "rescue:" not in out, out
 
 
 @pytest.mark.parametrize(
@@ -125,3 +135,23 @@ def test_after_zero_and_rescue_off_turn_it_off(busybox: str, tmp_path: Path) -> 
         done = subprocess.run([busybox, "ash", str(WATCHDOG), "dracut"], env=fake.env(), timeout=10)
         assert done.returncode == 0
         assert not (fake.path / "run" / "rescue" / "watchdog.pid").exists()
+
+
+def test_a_passphrase_prompt_postpones_it(busybox: str, tmp_path: Path, listener: Listener) -> None:
+    """A boot waiting for a LUKS passphrase is waiting for a person: the watchdog waits another round."""
+    fake = build(tmp_path, cmdline="console=ttyS0 root=/dev/mapper/root rescue.after=1")
+    askpass = fake.path / "proc" / "4242"
+    askpass.mkdir()
+    (askpass / "comm").write_text("askpass\n")
+    proc = start(busybox, fake, listener.port, "initramfs-tools")
+    pidfile = fake.path / "run" / "rescue" / "watchdog.pid"
+    wait_until(pidfile.exists, 10, "the watchdog's pid file")
+    first = pidfile.read_text().split()[1]
+    # A second sleep, not a send: the prompt is still there.
+    wait_until(lambda: pidfile.read_text().split()[1:] not in ([first], []), 10, "the second round")
+    assert proc.poll() is None
+    (askpass / "comm").unlink()
+    askpass.rmdir()
+    out, _ = proc.communicate(timeout=60)
+    assert "rescue: sent " in out, out
+    assert listener.wait_for("capture")["status"] == "complete"

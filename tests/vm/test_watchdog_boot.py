@@ -1,7 +1,8 @@
 """The watchdog under qemu, in real generator images with the hooks: no keyboard, no command-line edits.
 
-- initramfs-tools with panic=10 and a missing root: panic() reboots without running scripts/panic, yet the
-  bundle arrives by itself (the watchdog's default, 20 s, is before initramfs-tools gives up at 30 s).
+- initramfs-tools with panic=10 and a root that never appears because virtio_blk was left out of the image:
+  panic() reboots without running scripts/panic, yet the bundle arrives by itself (the watchdog's default,
+  20 s, is before initramfs-tools gives up at 30 s), and the diagnosis names virtio_blk (devices.txt).
 - dracut with systemd in the initrd and no rd.timeout=: systemd waits for the root without end, yet the
   watchdog unit sends.
 - a good boot of the mkinitramfs image: nothing is sent and no watchdog process outlives the switch to the
@@ -10,9 +11,10 @@
 
 from __future__ import annotations
 
-import socket
+import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,37 +37,43 @@ def send_args(listener: Listener) -> list[str]:
     return [f"rescue.host={HOST_FROM_GUEST}", f"rescue.port={listener.port}"]
 
 
-def check_watchdog_bundle(listener: Listener, generator: str) -> dict[str, object]:
+def check_watchdog_bundle(listener: Listener, generator: str) -> dict[str, Any]:
     event = listener.wait_for("capture", 60)
     man = assert_stored_intact(event)
     assert man["sha256sums"] == "verified"
     info = text(event, "info.txt").splitlines()
     assert "REASON=watchdog" in info and f"GENERATOR={generator}" in info, info
     assert "root-device-missing" in event["findings"], event
+    event["analysis"] = man["analysis"]
     header = man["header"]
     assert header["machine"] == VM_UUID and header["uuid"] == VM_UUID, header
     assert Path(event["path"]).parent.name == VM_UUID
     assert header["mac"] == "52:54:00:12:34:56" and header["boot"] and header["kver"], header
     # The build host's name, baked in (the initramfs itself only knows "(none)").
-    assert header.get("host") not in (None, "(none)") and header["host"] in socket.gethostname(), header
+    baked = re.sub(r"[^A-Za-z0-9._-]", "_", Path("/etc/hostname").read_text().strip())
+    assert header.get("host") == baked and baked not in ("", "(none)"), header
     assert f"rescue: boot={header['boot']} machine={VM_UUID}" in text(event, "dmesg.txt")
     return event
 
 
 def test_initramfs_tools_with_panic_set_sends_by_itself(harness: Harness, listener: Listener) -> None:
     need("mkinitramfs", "initramfs-tools")
-    img = harness.generator_image("initramfs-tools", drop=())
+    img = harness.generator_image("initramfs-tools", drop=("virtio_blk",))
     spec = replace(
-        harness.spec(img, kernel=harness.generator_kernel()[1]),
-        cmdline=cmdline("root=/dev/vdb", "panic=10", *send_args(listener), panic=False),
+        harness.spec(img, disks=[harness.btrfs_root()], kernel=harness.generator_kernel()[1]),
+        cmdline=cmdline("root=/dev/vda", "rootfstype=btrfs", "panic=10", *send_args(listener), panic=False),
         extra=("-uuid", VM_UUID),
     )
     result = harness.boot_until_sent(spec, "watchdog-mkinitramfs-panic")
     assert result.end and result.end.startswith("rescue: sent"), result.log_path
     log = result.log_path.read_text(errors="replace")
-    assert "the root filesystem is not mounted after 20s" in log
-    assert "Gave up waiting" not in log.split("rescue: sent")[0]  # sent while the boot still waited
-    check_watchdog_bundle(listener, "initramfs-tools")
+    fired = log.index("the root filesystem is not mounted after 20s")
+    assert "Gave up waiting" not in log[:fired]  # it started while the boot still waited for the root
+    event = check_watchdog_bundle(listener, "initramfs-tools")
+    devices = text(event, "devices.txt")
+    assert "modalias=virtio:d00000002v00001AF4 module=virtio_blk in_image=no" in devices, devices
+    storage = next(f for f in event["analysis"]["findings"] if f["id"] == "storage-driver-missing")
+    assert storage["params"]["module"] == ["virtio_blk"], storage
 
 
 def test_dracut_with_systemd_and_no_rd_timeout_sends_by_itself(harness: Harness, listener: Listener) -> None:
