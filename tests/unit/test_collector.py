@@ -137,8 +137,8 @@ def test_bundle_members_checksums_and_masking(busybox: str, tmp_path: Path) -> N
     assert "cifs://admin:***@nas/root" in (fake.bundle / "cmdline.txt").read_text()
     assert "rd.iscsi.password=***" in (fake.bundle / "dmesg.txt").read_text()
     info = dict(line.split("=", 1) for line in (fake.bundle / "info.txt").read_text().splitlines())
-    assert set(info) == {"KERNEL", "HOSTNAME", "MACHINE", "BOOT_ID", "GENERATOR", "ROOT", "ROOTFSTYPE", "ROOTFLAGS",
-                         "REASON", "RESCUE_VERSION"}  # fmt: skip
+    assert set(info) == {"KERNEL", "HOSTNAME", "MACHINE", "BOOT_ID", "GENERATOR", "ROOT", "ROOTFSTYPE",
+                         "ROOTFLAGS", "REASON", "RESCUE_VERSION"}  # fmt: skip
     assert info["KERNEL"] == KVER
     assert info["REASON"] == "panic"
     assert info["GENERATOR"] == "custom"
