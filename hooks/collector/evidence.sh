@@ -42,12 +42,21 @@ devices_txt() {
 		}
 		FILENAME == FILES { inimage[base($0)] = 1; next }
 		FILENAME == DEVICES { n++; dev[n] = $1; cls[n] = $2; alias[n] = $3; next }
-		/^alias / && ($2 ~ /^(pci|virtio):/) { na++; pat[na] = glob2re($2); mod[na] = norm($3); next }
+		# busybox awk compiles a dynamic regex at every use: only a pattern whose literal start begins a
+		# device modalias is turned into one (a whole kernel has hundreds of PCI aliases).
+		/^alias / && ($2 ~ /^(pci|virtio):/) {
+			lit = $2
+			sub(/[*?[].*/, "", lit)
+			for (i = 1; i <= n; i++) {
+				if ((i in mod) || index(alias[i], lit) != 1) continue
+				if (alias[i] ~ glob2re($2)) mod[i] = norm($3)
+			}
+			next
+		}
 		FILENAME ~ /modules\.builtin$/ { inimage[base($0)] = 1 }
 		END {
 			for (i = 1; i <= n; i++) {
-				m = "-"
-				for (j = 1; j <= na; j++) if (alias[i] ~ pat[j]) { m = mod[j]; break }
+				m = (i in mod) ? mod[i] : "-"
 				have = (m == "-") ? "-" : ((m in inimage) ? "yes" : "no")
 				printf "%s class=%s modalias=%s module=%s in_image=%s\n", dev[i], cls[i], alias[i], m, have
 			}
@@ -76,16 +85,19 @@ tool_report() {
 	while [ $# -gt 0 ]; do
 		echo "\$ $_name $1"
 		# shellcheck disable=SC2086  # the arguments are words
-		bb timeout 10 "$_bin" $1 </dev/null 2>&1 | bb tail -n 20
+		LVM_SUPPRESS_FD_WARNINGS=1 bb timeout 5 "$_bin" $1 </dev/null 2>&1 | bb tail -n 20
 		shift
 	done
 }
+
+LVM_NO_UDEV="--config devices{obtain_device_list_from_udev=0}"
 
 storage_txt() {
 	{
 		echo "--- /proc/mdstat"
 		bb cat "$PREFIX/proc/mdstat" 2>&1
-		tool_report lvm "vgs" "lvs -a -o +devices"
+		# From /dev, not udev's database: while udev is still busy, lvm waits 10 s for each device it lists.
+		tool_report lvm "vgs $LVM_NO_UDEV" "lvs -a -o +devices $LVM_NO_UDEV"
 		tool_report cryptsetup "--version"
 		echo "--- /dev/mapper"
 		bb ls -l "$PREFIX/dev/mapper" 2>&1
