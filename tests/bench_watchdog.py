@@ -5,14 +5,17 @@
 A real mkinitramfs image with the hooks boots a good btrfs root under qemu (TCG) with `break=bottom`: the
 root is mounted and init-bottom has not run yet, so the watchdog is still asleep. At that prompt:
 - the CPU time the watchdog has used so far (its shell and its sleep, /proc/PID/schedstat, in ns),
-- the wall time of a whole start and stop as a boot runs them (scripts/init-premount/rescue, then, once the
-  watchdog sleeps, scripts/init-bottom/rescue), repeated at the prompt and timed with /proc/uptime (which
-  counts in 10 ms: hence the repeats); this includes the background shell's own work,
-- the NIC's transmitted packets (nothing: the watchdog never touched the network).
+- the busy CPU time and the wall time of a whole start and stop as a boot runs them
+  (scripts/init-premount/rescue, then scripts/init-bottom/rescue), repeated at the prompt and measured with
+  /proc/stat and /proc/uptime (which count in 10 ms: hence the repeats). The stop comes at once, but the
+  background shell still does all its work (identity, the kernel log line, the sleep) before it sees the
+  stop marker and ends, so the CPU time holds all of it,
+- the NICs' transmitted packets (none: the watchdog never touches the network).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from dataclasses import replace
@@ -23,12 +26,13 @@ from rescue.harness.scenarios import Harness
 
 GOAL_MS = 50.0
 CYCLES = 10
-# busybox date has no %N: /proc/uptime around CYCLES start-and-stop cycles.
+# busybox date has no %N: /proc/uptime (wall) and /proc/stat (busy CPU, all processes: the watchdog runs
+# in the background, no child of this shell) around CYCLES start-and-stop cycles, both in 10 ms ticks.
+_BUSY = "read -r _c u n s _i _w q sq _r </proc/stat; echo $((u + n + s + q + sq))"
 _CYCLES = (
-    "read a _ </proc/uptime; i=0; while [ $i -lt {n} ]; do rm -f /run/rescue/watchdog.stopped; "
-    "/scripts/init-premount/rescue; "
-    "while [ ! -e /run/rescue/watchdog.pid ]; do usleep 1000; done; /scripts/init-bottom/rescue; "
-    "i=$((i+1)); done; read b _ </proc/uptime; echo $a $b"
+    "read a _ </proc/uptime; c=$(" + _BUSY + "); i=0; while [ $i -lt {n} ]; do "
+    "rm -f /run/rescue/watchdog.stopped; /scripts/init-premount/rescue; /scripts/init-bottom/rescue; "
+    "i=$((i+1)); done; read b _ </proc/uptime; d=$(" + _BUSY + "); echo $a $b $c $d"
 )
 
 
@@ -36,7 +40,11 @@ def measure(h: Harness) -> dict[str, float]:
     img = h.generator_image("initramfs-tools", drop=())
     spec = replace(
         h.spec(img, disks=[h.btrfs_root()], kernel=h.generator_kernel()[1]),
-        cmdline=kernel_cmdline("root=/dev/vda", "rootfstype=btrfs", "break=bottom", panic=False),
+        # rescue.after=600: on a busy machine a TCG boot can take longer than the default 20 s to get
+        # there, and the watchdog would have woken (and, the root being mounted, gone) before it is measured.
+        cmdline=kernel_cmdline(
+            "root=/dev/vda", "rootfstype=btrfs", "break=bottom", "rescue.after=600", panic=False
+        ),
     )
     with boot(spec, log_path=h.workdir / "bench-watchdog.console.log") as console:
         console.setup_shell(r"\(initramfs\) ", 180)
@@ -45,25 +53,39 @@ def measure(h: Harness) -> dict[str, float]:
         for pid in pids:
             out = console.run_check(f"cat /proc/{pid}/schedstat")
             cpu_ns += int(out.split()[0])
-        tx = console.run_check("cat /sys/class/net/*/statistics/tx_packets | grep -v '^0$' | wc -l").strip()
+        tx = console.run_check(
+            "for d in /sys/class/net/*/device; do cat ${d%/device}/statistics/tx_packets; done"
+            " | grep -v '^0$' | wc -l"
+        ).strip()
         console.run_check("/scripts/init-bottom/rescue")  # the boot's own watchdog
-        a, b = (float(x) for x in console.run_check(_CYCLES.format(n=CYCLES), 120).split())
+        # The watchdog's identity line reaches the console too: the two numbers are the last line of them.
+        out = console.run_check(_CYCLES.format(n=CYCLES), 120)
+        found = re.findall(r"^(\d+\.\d+) (\d+\.\d+) (\d+) (\d+)$", out, re.MULTILINE)[-1]
+        a, b, c, d = (float(x) for x in found)
+        # The floor on this machine now: the same loop running two empty shells instead.
+        empty = _CYCLES.format(n=CYCLES).replace("/scripts/init-premount/rescue", "/bin/sh -c :")
+        empty = empty.replace("/scripts/init-bottom/rescue", "/bin/sh -c :")
+        base = re.findall(r"^(\d+\.\d+) (\d+\.\d+) (\d+) (\d+)$", console.run_check(empty, 120), re.MULTILINE)
+        floor = (float(base[-1][3]) - float(base[-1][2])) * 10 / CYCLES
     return {
         "watchdog CPU while the boot ran (ms)": cpu_ns / 1e6,
+        "start + stop, busy CPU, per cycle (ms)": (d - c) * 10 / CYCLES,
         "start + stop, wall, per cycle (ms)": (b - a) * 1000 / CYCLES,
-        "interfaces that sent packets": float(re.sub(r"\D", "", tx) or 0),
+        "for scale: two empty shells, busy CPU (ms)": floor,
+        "NICs that sent packets": float(re.sub(r"\D", "", tx) or 0),
     }
 
 
 def main() -> None:
+    print(f"  (host load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory(prefix="rescue-bench-") as tmp:
         h = Harness(Path(tmp) / "work")
         found = measure(h)
     for name, value in found.items():
         print(f"  {name:<50} {value:8.1f}")
-    # The cycle's wall time already holds the background shell's work; the boot's CPU figure says how much
-    # of it the real boot paid. The larger of the two is the cost.
-    cost = max(found["start + stop, wall, per cycle (ms)"], found["watchdog CPU while the boot ran (ms)"])
+    # What a good boot pays: the CPU of a whole start and stop (the background shell included), or what the
+    # boot's own watchdog used, if more. Under TCG on a busy host every figure grows with the load.
+    cost = max(found["start + stop, busy CPU, per cycle (ms)"], found["watchdog CPU while the boot ran (ms)"])
     print(f"  {'watchdog cost on a good boot, TCG (ms)':<50} {cost:8.1f}   goal <= {GOAL_MS:.0f}")
 
 

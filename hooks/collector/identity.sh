@@ -73,7 +73,10 @@ identity() {
 	[ -n "$ID_HOST" ] || id_read ID_HOST "$PREFIX/proc/sys/kernel/hostname"
 	[ "$ID_HOST" = "(none)" ] && ID_HOST=""
 	for _id_k in ID_MACHINE ID_HOST ID_MAC ID_UUID ID_BOOT ID_KVER; do
-		id_clean "$_id_k"
+		eval "_id_v=\$$_id_k"
+		case $_id_v in
+		*[!A-Za-z0-9._:-]*) id_clean "$_id_k" ;; # rare: the character loop only then
+		esac
 	done
 }
 

@@ -8,6 +8,8 @@
 #
 # Usage: watchdog.sh GENERATOR   (initramfs-tools or dracut). Stopped by `watchdog.sh stop` (init-bottom,
 # pre-pivot) or by systemd when it switches root; it also ends by itself when it wakes to a mounted root.
+# It may also be sourced, with RESCUE_LIB=/lib/rescue and the arguments set, in a process of its own (it
+# exits that process).
 #
 # On a good boot it costs one shell that reads a few small files and sleeps: no network, no collector.
 # The default S is before the generator gives up: initramfs-tools waits max(30, rootdelay) seconds for the
@@ -17,72 +19,76 @@
 # RESCUE_SH, the shell that runs the collector (instead of /bin/sh).
 
 PREFIX=${RESCUE_PREFIX:-}
-LIB=${0%/*}
+# RESCUE_LIB: set when this file is sourced (the initramfs-tools scripts do, to spare a shell per boot).
+LIB=${RESCUE_LIB:-${0%/*}}
 [ "$LIB" != "$0" ] || LIB=.
 WORKDIR=${RESCUE_WORKDIR:-$PREFIX/run/rescue}
 PIDFILE=$WORKDIR/watchdog.pid
 
-# shellcheck source=conf.sh source-path=SCRIPTDIR
-. "$LIB/conf.sh"
-# shellcheck source=identity.sh source-path=SCRIPTDIR
-. "$LIB/identity.sh"
-
-# The pid file is replaced whole (a reader never sees it half written).
-write_pids() {
-	echo "$*" >"$PIDFILE.new" && mv -f "$PIDFILE.new" "$PIDFILE"
-}
-
+# First, before anything else is read: ash parses as it goes, so the stop a good boot runs parses little.
 if [ "${1:-}" = stop ]; then
-	# The marker first: a watchdog that has not written its pid file yet sees it and ends by itself.
-	mkdir -p "$WORKDIR" && : >"$WORKDIR/watchdog.stopped"
+	# The marker first: a watchdog that has not written its pid file yet sees it after writing, and ends.
+	[ -d "$WORKDIR" ] || mkdir -p "$WORKDIR" || exit 0
+	: >"$WORKDIR/watchdog.stopped"
 	# The watchdog and its sleep: both, so that nothing of the initramfs outlives the switch to the root.
 	if [ -r "$PIDFILE" ]; then
 		read -r _pids <"$PIDFILE"
 		# shellcheck disable=SC2086  # one pid per word
 		kill $_pids 2>/dev/null
-		rm -f "$PIDFILE"
 	fi
 	exit 0
 fi
+# shellcheck source=conf.sh source-path=SCRIPTDIR
+. "$LIB/conf.sh"
+# shellcheck source=identity.sh source-path=SCRIPTDIR
+. "$LIB/identity.sh"
+
+# No $(...) on this path: under qemu TCG every fork of the shell costs milliseconds, and this runs on
+# every boot. Helpers set variables instead of printing.
+
 GENERATOR=${1:-custom}
+# This process, also in a subshell (where $$ is the parent's).
+read -r SELF _ </proc/self/stat
 
 CMDLINE=""
 [ -r "$PREFIX/proc/cmdline" ] && read -r CMDLINE <"$PREFIX/proc/cmdline"
 
-# The value of the last NAME=value word of the command line, else $2.
+# ARG = the value of the last NAME=value word of the command line, else $2.
 arg() {
-	_arg_v=$2
+	ARG=$2
 	set -f
 	for _arg_w in $CMDLINE; do
 		case $_arg_w in
-		"$1="*) _arg_v=${_arg_w#*=} ;;
+		"$1="*) ARG=${_arg_w#*=} ;;
 		esac
 	done
 	set +f
-	echo "$_arg_v"
 }
 
+# NUM = $1 when it is a number of seconds, else $2.
 seconds() {
 	case $1 in
-	'' | *[!0-9]*) echo "$2" ;;
-	*) echo "$1" ;;
+	'' | *[!0-9]*) NUM=$2 ;;
+	*) NUM=$1 ;;
 	esac
 }
 
-# The default delay: 2/3 of the generator's own wait for the root (see the top of this file).
+# AFTER = 2/3 of the generator's own wait for the root (see the top of this file).
 default_after() {
 	if [ "$GENERATOR" = initramfs-tools ]; then
-		_wait=$(seconds "${ROOTDELAY:-}" 0)
-		[ "$_wait" -gt 30 ] || _wait=30
-		echo $((_wait * 2 / 3))
+		seconds "${ROOTDELAY:-}" 0
+		[ "$NUM" -gt 30 ] || NUM=30
+		AFTER=$((NUM * 2 / 3))
 		return
 	fi
-	_after=60
-	_retry=$(seconds "$(arg rd.retry 180)" 180)
-	[ $((_retry * 2 / 3)) -lt "$_after" ] && _after=$((_retry * 2 / 3))
-	_timeout=$(seconds "$(arg rd.timeout "")" 0)
-	[ "$_timeout" -gt 0 ] && [ $((_timeout * 2 / 3)) -lt "$_after" ] && _after=$((_timeout * 2 / 3))
-	echo "$_after"
+	AFTER=60
+	arg rd.retry 180
+	seconds "$ARG" 180
+	[ $((NUM * 2 / 3)) -lt "$AFTER" ] && AFTER=$((NUM * 2 / 3))
+	arg rd.timeout ""
+	seconds "$ARG" 0
+	[ "$NUM" -gt 0 ] && [ $((NUM * 2 / 3)) -lt "$AFTER" ] && AFTER=$((NUM * 2 / 3))
+	return 0
 }
 
 root_mounted() {
@@ -105,21 +111,26 @@ asking() {
 	return 1
 }
 
-[ "$(arg rescue "")" = off ] && exit 0
+arg rescue ""
+[ "$ARG" = off ] && exit 0
 RESCUE_HOSTNAME="" RESCUE_AFTER=""
 conf_read "$PREFIX/etc/rescue.conf" RESCUE_HOSTNAME RESCUE_AFTER
 # The identity line early in the kernel log: a netconsole stream carries it from the start.
 identity ""
 identity_kmsg
-AFTER=$(seconds "$(arg rescue.after "$RESCUE_AFTER")" "")
-[ -n "$AFTER" ] || AFTER=$(default_after)
+arg rescue.after "$RESCUE_AFTER"
+seconds "$ARG" ""
+AFTER=$NUM
+[ -n "$AFTER" ] || default_after
 [ "$AFTER" -gt 0 ] || exit 0
 
-mkdir -p "$WORKDIR" || exit 0
+[ -d "$WORKDIR" ] || mkdir -p "$WORKDIR" || exit 0
 while :; do
 	# shellcheck disable=SC2217  # stdin too: a sleep must not hold the console open
 	sleep "$AFTER" </dev/null >/dev/null 2>&1 &
-	write_pids "$$" "$!"
+	# Plain writes: `stop` writes its marker before it reads this file, and this side looks for the marker
+	# after writing, so a half-written file read by `stop` still ends the watchdog.
+	echo "$SELF $!" >"$PIDFILE"
 	if [ -e "$WORKDIR/watchdog.stopped" ]; then
 		kill "$!" 2>/dev/null
 		exit 0
@@ -129,6 +140,6 @@ while :; do
 	asking || break
 done
 # The collector keeps this pid (exec): `stop` still ends it if the root gets mounted meanwhile.
-write_pids "$$"
+echo "$SELF" >"$PIDFILE"
 echo "rescue: the root filesystem is not mounted after ${AFTER}s; sending the evidence while the boot waits"
 RESCUE_GENERATOR=$GENERATOR exec ${RESCUE_SH:-/bin/sh} "$LIB/collect.sh" watchdog
