@@ -251,12 +251,16 @@ def test_listener_from_the_units_exec_start(system: Chroot) -> None:
 def test_hooks_install_and_uninstall_update_every_kernels_image(system: Chroot) -> None:
     """`rescue hooks install --update` rebuilds the image of every installed kernel, not only the running
     one, and says which; `uninstall --update` takes the hooks out of all of them again. A second kernel
-    version is the first one's modules under another name (what mkinitramfs reads is all there)."""
+    version is the first one's files under another name (what update-initramfs and mkinitramfs read)."""
     second = system.kver + "-second"
     shutil.copytree(
         system.path(f"/lib/modules/{system.kver}"), system.path(f"/lib/modules/{second}"), symlinks=True
     )
-    shutil.copy(system.path(f"/boot/config-{system.kver}"), system.path(f"/boot/config-{second}"))
+    for name in (
+        "config",
+        "vmlinuz",
+    ):  # update-initramfs -k all takes the versions `linux-version list` knows
+        shutil.copy(system.path(f"/boot/{name}-{system.kver}"), system.path(f"/boot/{name}-{second}"))
     images = [f"/boot/initrd.img-{k}" for k in (system.kver, second)]
     fast = system.path("/etc/initramfs-tools/conf.d/zz-test-fast")
     fast.write_text("MODULES=list\n")  # small images: this is about which images, not what is in them
@@ -284,7 +288,8 @@ def test_hooks_install_and_uninstall_update_every_kernels_image(system: Chroot) 
             system.run("rescue", "hooks", "uninstall")
         system.run("update-initramfs", "-d", "-k", second)
         shutil.rmtree(system.path(f"/lib/modules/{second}"))
-        system.path(f"/boot/config-{second}").unlink()
+        for name in ("config", "vmlinuz"):
+            system.path(f"/boot/{name}-{second}").unlink()
 
 
 def test_purge_leaves_nothing_behind(system: Chroot) -> None:
