@@ -87,3 +87,11 @@ def recipe(host: str, port: int, *, token: bool = False, prefixlen: int = 24) ->
     if token:
         notes.insert(0, "  (replace TOKEN with the listener's token)")
     return Recipe(busybox, bash, notes)
+
+
+def announce(
+    best: str, prefixlen: int, advertise: tuple[str, int] | None, port: int, *, token: bool
+) -> tuple[str, Recipe]:
+    """(the host the recipe names, the recipe): --advertise, when given, wins over our own best address."""
+    host, plen = advertise or (best, prefixlen)
+    return host, recipe(host, port, token=token, prefixlen=plen)

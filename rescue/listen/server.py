@@ -226,15 +226,11 @@ class ListenServer:
             r.say(f"(cannot list host addresses: {e})")
             addresses = [netinfo.HostAddress("HOST", 0, "?", False)]
         best = addresses[0].address
-        lines = recipe.recipe(best, port, token=bool(s.token), prefixlen=addresses[0].prefixlen)
-        if s.advertise:  # the address the broken machines reach us at (NAT, port forwarding, a VM's view)
-            best, prefixlen = s.advertise
-            lines = recipe.recipe(best, port, token=bool(s.token), prefixlen=prefixlen)
+        host, lines = recipe.announce(best, addresses[0].prefixlen, s.advertise, port, token=bool(s.token))
         r.say("host addresses: " + ", ".join(map(str, addresses)))
-        r.say("")
-        for line in lines.lines(best):
+        for line in ["", *lines.lines(host)]:
             r.say(line)
-        r.say(f"Machines with the rescue hooks send by themselves (rescue.host={best} rescue.port={port}).")
+        r.say(f"Machines with the rescue hooks send by themselves (rescue.host={host} rescue.port={port}).")
         if udp_port:
             r.say(
                 f"netconsole (the kernel log over UDP) on port {udp_port}: rescue.netconsole=1 with the hooks"
@@ -356,9 +352,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="diagnose a netconsole stream silent this long (default 10)",
     )
     p.add_argument(
-        "--advertise",
-        metavar="ADDR[/PREFIX]",
-        help="the address the broken machines reach this host at, for the printed recipe (NAT, a VM's view)",
+        "--advertise", metavar="ADDR[/PREFIX]", help="the address machines reach us at (NAT, a VM)"
     )
     p.add_argument("--dir", help="where captures are stored (default ./captures)")
     p.add_argument(

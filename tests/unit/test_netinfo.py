@@ -5,7 +5,7 @@ import pytest
 from rescue.errors import RescueError
 from rescue.listen.config import parse_advertise
 from rescue.listen.netinfo import host_addresses
-from rescue.listen.recipe import FIND_NIC, recipe, spare_address
+from rescue.listen.recipe import FIND_NIC, announce, recipe, spare_address
 
 
 def test_recipe_finds_the_nic_instead_of_naming_eth0() -> None:
@@ -65,3 +65,10 @@ def test_host_addresses_reads_this_host_through_netlink() -> None:
     assert not any(a.address.startswith("169.254.") for a in found)
     bound = host_addresses("127.0.0.1")
     assert [(a.address, a.prefixlen) for a in bound] == [("127.0.0.1", 8)]
+
+
+def test_announce_prefers_the_advertised_address() -> None:
+    host, r = announce("192.0.2.2", 24, ("10.0.2.2", 24), 3333, token=False)
+    assert host == "10.0.2.2" and r.busybox[2] == "dmesg | nc 10.0.2.2 3333"
+    host, r = announce("192.0.2.2", 24, None, 3333, token=False)
+    assert host == "192.0.2.2" and r.bash[2] == "dmesg > /dev/tcp/192.0.2.2/3333"
