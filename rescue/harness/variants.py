@@ -18,7 +18,7 @@ import zstandard
 
 from rescue.errors import RescueError
 from rescue.image.compression import Compression, decode, detect
-from rescue.image.cpio import CpioEntry, read_newc, write_newc
+from rescue.image.cpio import CpioEntry, normalize_name, read_newc
 from rescue.image.initrd import parse_initrd
 from rescue.kmod import module_name
 from rescue.run import run
@@ -42,35 +42,89 @@ def read_archives(buf: bytes) -> list[CpioEntry]:
 
 
 def without_modules(image: Path, out: Path, modules: Sequence[str]) -> Path:
-    """Write image minus the named modules (with a consistent modules.dep) to out; out."""
+    """Write image minus the named modules (with a consistent modules.dep) to out; out.
+
+    Each segment keeps its form: initramfs-tools 0.151 puts the (already compressed) modules into an
+    uncompressed cpio before the zstd one, and the kernel reads them all as one tree."""
     data = image.read_bytes()
-    parsed = parse_initrd(data, str(image))
-    main = parsed.segments[-1]
-    kind = detect(data[main.offset : main.offset + 8])
-    if kind is None:
-        raise RescueError(f"{image}: unknown compression of the main archive")
-    if kind is Compression.NONE:
-        body = data[main.offset : main.offset + main.size]
-    else:
-        body, _ = decode(kind, memoryview(data)[main.offset :], 1 << 31)
-    entries = read_archives(body)
+    segments = []
+    bodies = []
+    for seg in parse_initrd(data, str(image)).segments:
+        kind = detect(data[seg.offset : seg.offset + 8])
+        if kind is None:
+            raise RescueError(f"{image}: unknown compression at offset {seg.offset}")
+        if kind is Compression.NONE:
+            body = data[seg.offset : seg.offset + seg.size]
+        else:
+            body, _ = decode(kind, memoryview(data)[seg.offset :], 1 << 31)
+        segments.append((kind, read_archives(body)))
+        bodies.append((kind, body))
     names = {module_name(m) for m in modules}
-    dropped = [e.name for e in entries if e.is_file and _is_module(e.name) and module_name(e.name) in names]
-    if {module_name(n) for n in dropped} != names:
-        raise RescueError(f"{image}: has no module {', '.join(sorted(names - {module_name(n) for n in dropped}))}")
-    kept = [e for e in entries if e.name not in dropped]
-    kept = _depmod(kept)
-    raw = _newc(kept)
+    everything = [e for _, entries in segments for e in entries]
+    dropped = {e.name for e in everything if _is_module(e) and module_name(e.name) in names}
+    missing = names - {module_name(n) for n in dropped}
+    if missing:
+        raise RescueError(f"{image}: has no module {', '.join(sorted(missing))}")
+    metadata = {name: e.data for name, e in _depmod([e for e in everything if e.name not in dropped]).items()}
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("wb") as f:
-        f.write(data[: main.offset])
-        f.write(zstandard.ZstdCompressor(level=3).compress(raw))
+        for i, (kind, body) in enumerate(bodies):
+            last = i == len(bodies) - 1
+            raw = _filtered(body, dropped, metadata, add_missing=last)
+            f.write(raw if kind is Compression.NONE else zstandard.ZstdCompressor(level=3).compress(raw))
     tmp.replace(out)
     return out
 
 
-def _is_module(name: str) -> bool:
-    return "/modules/" in name and ".ko" in name.rsplit("/", 1)[-1]
+_HEADER = 110  # a newc header: magic and 13 fields of 8 hex digits
+
+
+def _pad4(n: int) -> int:
+    return (4 - n % 4) % 4
+
+
+def _filtered(buf: bytes, drop: set[str], replace: dict[str, bytes], *, add_missing: bool) -> bytes:
+    """The newc archives of buf, record by record as they are (hard links keep their inode numbers),
+    without the dropped names and with replaced contents; replace is consumed as names are met, and with
+    add_missing what is left is added before the last trailer."""
+    out = bytearray()
+    pos = 0
+    while pos < len(buf):
+        if buf[pos] == 0:
+            out.append(0)
+            pos += 1
+            continue
+        head = buf[pos : pos + _HEADER]
+        fields = [int(head[6 + 8 * k : 14 + 8 * k], 16) for k in range(13)]
+        size, namesize = fields[6], fields[11]
+        name_end = pos + _HEADER + namesize
+        data_start = name_end + _pad4(_HEADER + namesize)
+        end = data_start + size + _pad4(size)
+        name = normalize_name(buf[pos + _HEADER : name_end - 1].decode("utf-8", "surrogateescape"))
+        if name == "TRAILER!!!" and add_missing:
+            for extra, data in list(replace.items()):
+                out += _record(extra, stat.S_IFREG | 0o644, data, ino=0x7FFF0000 + len(replace))
+                del replace[extra]
+        if name in replace:
+            data = replace.pop(name)
+            fields[6] = len(data)
+            out += _record(name, fields[1], data, ino=fields[0], header=fields)
+        elif name not in drop:
+            out += buf[pos:end]
+        pos = end
+    return bytes(out)
+
+
+def _record(name: str, mode: int, data: bytes, *, ino: int, header: list[int] | None = None) -> bytes:
+    fields = list(header) if header else [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, 0, 0]
+    raw_name = name.encode("utf-8", "surrogateescape") + b"\0"
+    fields[6], fields[11], fields[12] = len(data), len(raw_name), 0
+    head = b"070701" + b"".join(b"%08X" % f for f in fields)
+    return head + raw_name + b"\0" * _pad4(_HEADER + len(raw_name)) + data + b"\0" * _pad4(len(data))
+
+
+def _is_module(entry: CpioEntry) -> bool:
+    return entry.is_file and "/modules/" in entry.name and ".ko" in entry.name.rsplit("/", 1)[-1]
 
 
 def _moddirs(entries: Iterable[CpioEntry]) -> set[str]:
@@ -78,9 +132,10 @@ def _moddirs(entries: Iterable[CpioEntry]) -> set[str]:
     return {e.name.rsplit("/", 1)[0] for e in entries if e.is_file and e.name.endswith("/modules.dep")}
 
 
-def _depmod(entries: list[CpioEntry]) -> list[CpioEntry]:
-    """Run depmod on each modules directory of the image, as the generators do last; new metadata in."""
+def _depmod(entries: list[CpioEntry]) -> dict[str, CpioEntry]:
+    """Run depmod on each modules directory of the image, as the generators do last: the new metadata."""
     by_name = {e.name: e for e in entries}
+    made: dict[str, CpioEntry] = {}
     for moddir in _moddirs(entries):
         version = moddir.rsplit("/", 1)[-1]
         with tempfile.TemporaryDirectory(prefix="rescue-variant-") as tmp:
@@ -96,13 +151,5 @@ def _depmod(entries: list[CpioEntry]) -> list[CpioEntry]:
                 if (stage / meta).is_file():
                     old = by_name.get(name)
                     mode = old.mode if old else stat.S_IFREG | 0o644
-                    by_name[name] = CpioEntry(name, mode, (stage / meta).read_bytes())
-    return list(by_name.values())
-
-
-def _newc(entries: list[CpioEntry]) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    write_newc(entries, buf)
-    return buf.getvalue()
+                    made[name] = CpioEntry(name, mode, (stage / meta).read_bytes())
+    return made
