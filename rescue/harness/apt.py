@@ -1,4 +1,4 @@
-"""apt for another Debian suite than the host's, with a private configuration (the host's /etc/apt is only read).
+"""apt for another Debian suite than the host's, with a private configuration (/etc/apt is only read).
 
 A suite gets its own directory under the cache: `sources.list` (the mirror the host's apt already uses, that
 suite, main), the package lists and apt's cache. Every apt command runs with `-o Dir::Etc::sourcelist=F
@@ -57,7 +57,9 @@ def _entries(suffix: str, text: str) -> Iterator[tuple[str, list[str]]]:
 
 def validity_options() -> list[str]:
     """`-o Acquire::Check-Valid-Until=false` when the host's apt is configured so, else nothing."""
-    out = run(["apt-config", "dump", "Acquire::Check-Valid-Until"], check=False).stdout.decode(errors="replace")
+    out = run(["apt-config", "dump", "Acquire::Check-Valid-Until"], check=False).stdout.decode(
+        errors="replace"
+    )
     return ["-o", "Acquire::Check-Valid-Until=false"] if '"false"' in out else []
 
 

@@ -151,7 +151,7 @@ def build_dracut_image(
     By default the image uses dracut's shell init, which reaches the emergency hook by itself (rd.retry=N
     bounds the wait). With systemd=True, a btrfs root whose module does not load never becomes "ready" to
     udev and systemd waits for it without limit: boot it with rd.timeout=N (measured: emergency hook and a
-    complete send with rd.timeout=30 under qemu TCG). root: the dracut of that chroot instead of the host's."""
+    complete send with rd.timeout=30 under qemu TCG). root: the dracut of that chroot, not the host's."""
     dracut = _need("dracut", "dracut-core", root)
     _check_kernel(kver, root)
     names = _module_names(drop_modules)

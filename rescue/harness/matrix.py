@@ -47,7 +47,13 @@ IMAGES = (
     ImageKind("initramfs-tools-sid", "initramfs-tools", "sid"),
     ImageKind("dracut-sid-systemd", "dracut", "sid", systemd=True),
 )
-FAILURES = ("btrfs-dep-missing", "root-device-missing", "fs-driver-missing", "storage-driver-missing", "healthy")
+FAILURES = (
+    "btrfs-dep-missing",
+    "root-device-missing",
+    "fs-driver-missing",
+    "storage-driver-missing",
+    "healthy",
+)
 FS_DRIVER = "xfs"  # ext4 is built into Debian's cloud kernels; xfs is a module in 6.1 and 7.2 alike
 STORAGE_DRIVER = "virtio_blk"
 ROOT_WAIT = 10  # seconds a generator waits for a root device that never comes (rd.retry, rd.timeout)
@@ -92,7 +98,12 @@ def cell(image: ImageKind, failure: str, kernel: Kernel) -> Cell:
     elif failure == "root-device-missing":
         root, expected = ["root=/dev/vdb", "rootfstype=btrfs"], "root-device-missing"
     elif failure == "fs-driver-missing":
-        drop, disk, root, expected = (FS_DRIVER,), "xfs", ["root=/dev/vda", "rootfstype=xfs"], "fs-module-missing"
+        drop, disk, root, expected = (
+            (FS_DRIVER,),
+            "xfs",
+            ["root=/dev/vda", "rootfstype=xfs"],
+            "fs-module-missing",
+        )
     elif failure == "storage-driver-missing":
         drop, expected = (STORAGE_DRIVER,), "storage-driver-missing"
     elif failure != "healthy":
@@ -123,7 +134,9 @@ def boot_args(c: Cell, port: int, *extra: str) -> list[str]:
 class Matrix:
     """Kernels, images and disks for the cells, shared through the cache by parallel test workers."""
 
-    def __init__(self, workdir: Path, cache_dir: Path | None = None, collector_dir: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, cache_dir: Path | None = None, collector_dir: Path | None = None
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.cache = cache_dir or default_cache_dir()
@@ -133,7 +146,9 @@ class Matrix:
     def kernel(self, image: ImageKind) -> Kernel:
         if image.suite not in self._kernels:
             self._kernels[image.suite] = (
-                host_kernel() if image.suite is None else fetch_kernel(cache_dir=self.cache, suite=image.suite)
+                host_kernel()
+                if image.suite is None
+                else fetch_kernel(cache_dir=self.cache, suite=image.suite)
             )
         return self._kernels[image.suite]
 
@@ -177,7 +192,9 @@ class Matrix:
         if image.generator == "initramfs-tools":
             build_initramfs_tools_image(tmp, version, host=HOST_FROM_GUEST, port=3333, root=root)
         else:
-            build_dracut_image(tmp, version, host=HOST_FROM_GUEST, port=3333, systemd=image.systemd, root=root)
+            build_dracut_image(
+                tmp, version, host=HOST_FROM_GUEST, port=3333, systemd=image.systemd, root=root
+            )
         os.replace(tmp, out)
 
     def _hooks_digest(self) -> str:
@@ -190,7 +207,7 @@ class Matrix:
         return h.hexdigest()[:12]
 
     def disk(self, kind: str) -> Path:
-        """A root disk: btrfs whose /sbin/init says it was reached, or an xfs one (only its driver matters)."""
+        """A root disk: btrfs whose /sbin/init says it was reached, or xfs (only its driver matters)."""
         out = self.workdir / f"{kind}-root.img"
         if out.exists():
             return out
@@ -204,8 +221,9 @@ class Matrix:
         run([mkfs, "-q", "-f", out])
         return out
 
-
-    def boot(self, c: Cell, port: int, *extra: str, until_sent: bool = True, timeout: float = 180) -> BootResult:
+    def boot(
+        self, c: Cell, port: int, *extra: str, until_sent: bool = True, timeout: float = 180
+    ) -> BootResult:
         """One boot of the cell: until the collector's last line (a failure), or until qemu exits (healthy:
         the root's init reboots)."""
         kernel = self.kernel(c.image)
@@ -218,7 +236,11 @@ class Matrix:
         )
         harness = Harness(self.workdir, kernel=kernel)
         name = c.name + "".join(f"-{e.replace('=', '')}" for e in extra)
-        return harness.boot_until_sent(spec, name, timeout) if until_sent else harness.boot_to_end(spec, name, timeout)
+        return (
+            harness.boot_until_sent(spec, name, timeout)
+            if until_sent
+            else harness.boot_to_end(spec, name, timeout)
+        )
 
 
 def always_supported(image: ImageKind) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -31,10 +30,14 @@ def devices_evidence() -> bool:
 def need(image: ImageKind) -> None:
     tools = {"initramfs-tools": "mkinitramfs", "dracut": "dracut"}
     if image.suite is not None:
-        require(shutil.which("debootstrap", path="/usr/sbin:/usr/bin") is not None, "debootstrap is not installed")
+        require(
+            shutil.which("debootstrap", path="/usr/sbin:/usr/bin") is not None, "debootstrap is not installed"
+        )
     elif image.generator in tools:
         tool = tools[image.generator]
-        require(shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is not None, f"{tool} is not installed")
+        require(
+            shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is not None, f"{tool} is not installed"
+        )
     require(shutil.which("mkfs.xfs", path="/usr/sbin:/sbin") is not None, "xfsprogs is not installed")
 
 
