@@ -130,7 +130,7 @@ def fetch_kernel(
 def _download_and_unpack(packages: list[str], apt: Apt, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Unpack beside the target and rename at the end, so an interrupted run leaves no half kernel behind.
-    work = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".unpack-{target.name}-", dir=target.parent))
     try:
         debs = apt.download(packages, work)
         if len(debs) != len(packages):

@@ -56,7 +56,10 @@ FAILURES = (
 )
 FS_DRIVER = "xfs"  # ext4 is built into Debian's cloud kernels; xfs is a module in 6.1 and 7.2 alike
 STORAGE_DRIVER = "virtio_blk"
-ROOT_WAIT = 10  # seconds a generator waits for a root device that never comes (rd.retry, rd.timeout)
+ROOT_WAIT = 10  # seconds a shell init waits for a root device that never comes (rd.retry, rescue.rootwait)
+# systemd's wait (rd.timeout) starts before udevd does: under TCG sid's systemd initrd starts udevd 30-40 s
+# into the boot, so a shorter wait sends evidence taken before the disk and the NIC had their drivers.
+SYSTEMD_WAIT = 60
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def _waits(image: ImageKind) -> list[str]:
         return [f"rd.retry={ROOT_WAIT}"]
     # systemd waits for the root device without end: the hooks' watchdog sends anyway; without it,
     # rd.timeout turns the wait into the emergency path.
-    return [f"rescue.after={ROOT_WAIT}"] if watchdog_in_hooks() else [f"rd.timeout={ROOT_WAIT}"]
+    return [f"rescue.after={SYSTEMD_WAIT}"] if watchdog_in_hooks() else [f"rd.timeout={SYSTEMD_WAIT}"]
 
 
 def boot_args(c: Cell, port: int, *extra: str) -> list[str]:
@@ -222,7 +225,7 @@ class Matrix:
         return out
 
     def boot(
-        self, c: Cell, port: int, *extra: str, until_sent: bool = True, timeout: float = 180
+        self, c: Cell, port: int, *extra: str, until_sent: bool = True, timeout: float = 300
     ) -> BootResult:
         """One boot of the cell: until the collector's last line (a failure), or until qemu exits (healthy:
         the root's init reboots)."""

@@ -25,7 +25,7 @@ def test_kernel_is_unpacked_with_modules_dep_and_cached(harness: Harness) -> Non
     again = fetch_kernel(cache_dir=harness.cache_dir)
     assert again == first
     assert ready.stat().st_mtime_ns == stamp  # served from the cache: not unpacked again
-    assert not list(first.root.parent.glob(".unpack-*"))  # no leftovers of an unpack
+    assert not list(first.root.parent.glob(f".unpack-{first.root.name}-*"))  # no leftovers of an unpack
 
 
 def _apt_state() -> dict[str, bytes]:

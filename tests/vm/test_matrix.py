@@ -85,8 +85,13 @@ def test_cell(matrix: Matrix, listener: Listener, image: ImageKind, failure: str
     man = assert_stored_intact(event)
     assert man["sha256sums"] == "verified"
     assert root_cause(event) == c.expected, (event["findings"], event["path"])
+    if image.generator != "busybox":
+        assert f"GENERATOR={image.generator}" in text(event, "info.txt").splitlines()
     if failure == "btrfs-dep-missing":
         assert f"need {c.drop[0]} dep btrfs missing" in text(event, "modcheck.txt")
+        assert "btrfs: Unknown symbol" in text(event, "dmesg.txt")
+    if failure == "root-device-missing":
+        assert "ROOT=/dev/vdb" in text(event, "info.txt").splitlines()
     if failure == "storage-driver-missing":
         assert "virtio_blk" in str(man["analysis"]["findings"][0]), man["analysis"]["findings"][0]
     record(event, c.name, c.expected)
