@@ -47,11 +47,13 @@ run: venv
 	$(BIN)/rescue listen --bind 0.0.0.0 --port $(PORT) --dir $(CAPTURES)
 
 # Every tier: lint, unit, integration (real busybox nc, sockets, network namespaces), image builds, qemu boots.
-# The boots run in parallel (pytest-xdist, one worker per core); every other test runs on one worker, in
-# order (tests/conftest.py). Kernels, the sid chroot and generator images are shared through .cache/rescue.
+# Every tier but the boots first, in order as always (some tests share host-wide state); then the qemu boots
+# in parallel (pytest-xdist, one worker per core), sharing kernels, the sid chroot and generator images
+# through .cache/rescue under file locks.
 PYTEST_WORKERS ?= auto
 test: deps venv lint
-	$(BIN)/pytest tests -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest tests -m "not vm"
+	$(BIN)/pytest tests -m vm -n $(PYTEST_WORKERS) --dist worksteal
 
 # The quick tiers only, for the edit-test loop.
 test-fast: venv

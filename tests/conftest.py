@@ -21,15 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 BUSYBOX = shutil.which("busybox", path="/bin:/usr/bin") or "/bin/busybox"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test`: -n auto --dist loadgroup) the qemu boots spread over the workers, and
-    every other test runs on one worker, in order, as it does without xdist: some of them share host-wide
-    state (an address on a veth in the root namespace, fixed paths under /tmp, build/)."""
-    for item in items:
-        if "vm" not in item.keywords:
-            item.add_marker(pytest.mark.xdist_group("serial"))
-
-
 def require(condition: bool, reason: str) -> None:
     """Skip when a real component is missing; in CI (RESCUE_REQUIRE_ALL_TIERS=1) fail instead."""
     if condition:
