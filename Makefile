@@ -8,7 +8,7 @@ CAPTURES ?= ./captures
 # Debian packages the tests use as real components (busybox nc, klibc ipconfig, qemu, a Debian kernel,
 # mkinitramfs, dracut, mkfs.btrfs). `make deps` installs the missing ones.
 DEB_PACKAGES := python3-venv busybox-static klibc-utils shellcheck socat iproute2 nftables kmod cpio zstd xz-utils lz4 \
-	qemu-system-x86 initramfs-tools dracut-core btrfs-progs linux-image-cloud-amd64 haproxy
+	qemu-system-x86 initramfs-tools dracut-core btrfs-progs xfsprogs linux-image-cloud-amd64 haproxy
 
 # What `make deb` builds the Debian package with (debhelper, dh-python, the generators of the man pages and
 # bash completion, lintian), and what its test needs (debootstrap for a bookworm chroot, man-db).
@@ -47,8 +47,13 @@ run: venv
 	$(BIN)/rescue listen --bind 0.0.0.0 --port $(PORT) --dir $(CAPTURES)
 
 # Every tier: lint, unit, integration (real busybox nc, sockets, network namespaces), image builds, qemu boots.
+# Every tier but the boots first, in order as always (some tests share host-wide state); then the qemu boots
+# in parallel (pytest-xdist, one worker per core), sharing kernels, the sid chroot and generator images
+# through .cache/rescue under file locks.
+PYTEST_WORKERS ?= auto
 test: deps venv lint
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests -m "not vm"
+	$(BIN)/pytest tests -m vm -n $(PYTEST_WORKERS) --dist worksteal
 
 # The quick tiers only, for the edit-test loop.
 test-fast: venv

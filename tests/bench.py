@@ -11,6 +11,7 @@ BENCH_MODULES = [
     "tests.bench_burst",
     "tests.bench_analysis",
     "tests.bench_hooks",
+    "tests.bench_watchdog",
     "tests.bench_vm",
     "tests.bench_netconsole",
 ]

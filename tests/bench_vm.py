@@ -1,6 +1,10 @@
 """qemu benchmarks (printed, never asserted): boot-to-diagnosis per scenario, and the harness's overhead.
 
-    .venv/bin/python -m tests.bench_vm [--runs 3]
+    .venv/bin/python -m tests.bench_vm [--runs 3] [--cells PATTERN]
+
+The realism matrix (rescue.harness.matrix): for each failure cell, boot -> diagnosis (qemu start to the
+listener's capture event) and the bundle's size (the stream as it arrived, and its files unpacked); then
+the median bundle per image kind. Images come from the cache (built first, not timed).
 
 Boot-to-diagnosis: from starting qemu to the listener's capture event (stored and analysed). The overhead:
 the same image and command line booted by a bare `qemu-system-x86_64` (output to a file) and through the
@@ -10,6 +14,7 @@ harness (pexpect console, log, markers), each until qemu exits.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import tempfile
@@ -18,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rescue.harness.listener_process import ListenerProcess
+from rescue.harness.matrix import IMAGES, Matrix
 from rescue.harness.qemu import qemu_argv
 from rescue.harness.scenarios import BootResult, Harness
 
@@ -44,10 +50,46 @@ def overhead(h: Harness, runs: int) -> tuple[float, float]:
     return statistics.median(bare), statistics.median(harnessed)
 
 
+def matrix_table(workdir: Path, pattern: str) -> None:
+    """One boot per failure cell: boot -> diagnosis, the finding, the bundle's size."""
+    m = Matrix(workdir / "matrix", cache_dir=Path(".cache/rescue").resolve())
+    sizes: dict[str, list[int]] = {}
+    print(f"{'cell':<48} {'boot->diagnosis':>15} {'stream':>9} {'files':>9}  root cause", flush=True)
+    with ListenerProcess(workdir / "matrix-captures") as listener:
+        for image in IMAGES:
+            for failure in ("btrfs-dep-missing", "root-device-missing", "fs-driver-missing",
+                            "storage-driver-missing"):  # fmt: skip
+                c = m.cell(image, failure)
+                if pattern not in c.name:
+                    continue
+                m.image(c)  # built (or taken from the cache) before the clock starts
+                start = time.monotonic()
+                try:
+                    m.boot(c, listener.port)
+                    event = listener.wait_for("capture", 60)
+                except Exception as e:  # a cell that does not send: say so, go on
+                    print(f"{c.name:<48} {'-':>15}  no capture: {str(e).splitlines()[0][:60]}", flush=True)
+                    continue
+                seconds = float(event["received_at"]) - start
+                man = json.loads((Path(event["path"]) / "manifest.json").read_text())
+                stream, files = man["stream"]["bytes"], sum(f["bytes"] for f in man["files"])
+                sizes.setdefault(image.name, []).append(stream)
+                cause = (event.get("findings") or ["-"])[0]
+                print(f"{c.name:<48} {seconds:>14.1f}s {stream:>9,} {files:>9,}  {cause}", flush=True)
+    for name, values in sizes.items():
+        print(f"bundle size, {name}: median {statistics.median(values):,.0f} bytes as sent", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="qemu benchmarks")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cells", default="", help="only matrix cells whose name contains this")
+    parser.add_argument("--matrix-only", action="store_true", help="only the realism matrix's table")
     args = parser.parse_args(argv)
+    if args.matrix_only:
+        with tempfile.TemporaryDirectory(prefix="rescue-bench-") as tmp:
+            matrix_table(Path(tmp), args.cells)
+        return 0
     with tempfile.TemporaryDirectory(prefix="rescue-bench-") as tmp:
         h = Harness(Path(tmp) / "work")
         h.initrd("plain", collector=False)  # build the images before timing anything
@@ -73,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         bare, harnessed = overhead(h, args.runs)
         print(f"harness overhead (good btrfs boot to qemu exit): bare qemu {bare:.2f}s, "
               f"harness {harnessed:.2f}s, +{harnessed - bare:.2f}s")  # fmt: skip
+        matrix_table(Path(tmp), args.cells)
     return 0
 
 

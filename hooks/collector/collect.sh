@@ -87,9 +87,10 @@ load_config() {
 	_env_token=${RESCUE_TOKEN:-}
 	_env_ip=${RESCUE_IP:-}
 	_env_timeout=${RESCUE_TIMEOUT:-}
-	RESCUE_HOST="" RESCUE_PORT=3333 RESCUE_TOKEN="" RESCUE_IP="" RESCUE_TIMEOUT=30
-	# Parsed, not sourced: only the known keys, and no code runs.
-	conf_read "$PREFIX/etc/rescue.conf" RESCUE_HOST RESCUE_PORT RESCUE_TOKEN RESCUE_IP RESCUE_TIMEOUT
+	RESCUE_HOST="" RESCUE_PORT=3333 RESCUE_TOKEN="" RESCUE_IP="" RESCUE_TIMEOUT=30 RESCUE_HOSTNAME=""
+	# Parsed, not sourced: only the known keys, and no code runs. RESCUE_HOSTNAME is baked in at build time.
+	conf_read "$PREFIX/etc/rescue.conf" RESCUE_HOST RESCUE_PORT RESCUE_TOKEN RESCUE_IP RESCUE_TIMEOUT \
+		RESCUE_HOSTNAME
 	[ -n "$_env_host" ] && RESCUE_HOST=$_env_host
 	[ -n "$_env_port" ] && RESCUE_PORT=$_env_port
 	[ -n "$_env_token" ] && RESCUE_TOKEN=$_env_token
@@ -118,6 +119,10 @@ mask() {
 
 # shellcheck source=net.sh source-path=SCRIPTDIR
 . "$LIB/net.sh"
+# shellcheck source=identity.sh source-path=SCRIPTDIR
+. "$LIB/identity.sh"
+# shellcheck source=evidence.sh source-path=SCRIPTDIR
+. "$LIB/evidence.sh"
 
 # --- module check ---------------------------------------------------------------------------------------
 # One awk program walks the closure (each process costs milliseconds under qemu TCG, so no per-module greps).
@@ -354,13 +359,16 @@ collect() {
 	else
 		echo "# no $MODDIR" >"$BUNDLE/initramfs-modules.txt"
 	fi
+	devices_txt
+	storage_txt
 	_root=${ROOT:-}
 	[ -n "$_root" ] || _root=$(cmdline_arg root) || _root=""
 	_flags=${ROOTFLAGS:-}
 	[ -n "$_flags" ] || _flags=$(cmdline_arg rootflags) || _flags=""
 	{
 		echo "KERNEL=$KERNEL"
-		echo "HOSTNAME=$HOSTNAME_"
+		echo "HOSTNAME=$ID_HOST"
+		echo "MACHINE=$ID_MACHINE"
 		echo "BOOT_ID=$BOOT_ID"
 		echo "GENERATOR=$(detect_generator)"
 		echo "ROOT=$_root"
@@ -387,8 +395,7 @@ header_value() {
 }
 
 send() {
-	_hdr="RESCUE/1 name=bundle host=$(header_value "$HOSTNAME_") kernel=$(header_value "$KERNEL")"
-	_hdr="$_hdr boot=$(header_value "$BOOT_ID")"
+	_hdr="RESCUE/1 name=bundle $(identity_header)"
 	[ -n "$RESCUE_TOKEN" ] && _hdr="$_hdr token=$(header_value "$RESCUE_TOKEN")"
 	_optional=""
 	[ -f "$BUNDLE/netconsole.txt" ] && _optional=netconsole.txt
@@ -397,7 +404,7 @@ send() {
 		# shellcheck disable=SC2086  # the optional files, one word each
 		(cd "$BUNDLE" && bb tar -cf - dmesg.txt cmdline.txt modules.txt crypto.txt filesystems.txt partitions.txt \
 			mounts.txt blkid.txt disks.txt info.txt initramfs-modules.txt modules-dep.txt network.txt \
-			modcheck.txt $_optional SHA256SUMS)
+			modcheck.txt devices.txt storage.txt $_optional SHA256SUMS)
 	} >"$WORKDIR/payload"
 	_bytes=$(bb wc -c <"$WORKDIR/payload")
 	_bytes=$((_bytes + 0))
@@ -452,9 +459,10 @@ DEADLINE=$(($(now) + RESCUE_TIMEOUT))
 WORKDIR=${RESCUE_WORKDIR:-$PREFIX/run/rescue}
 BUNDLE=$WORKDIR/bundle
 bb mkdir -p "$WORKDIR" || exit 1
-# panic() may run more than once: send once per boot and reason (rescue.always=1 sends before the mount,
-# the panic script after it fails; both are worth having).
-SENT=$WORKDIR/sent-$(echo "$REASON" | bb tr -c 'A-Za-z0-9_.\n-' '_')
+# Send once per boot: panic() may run more than once, and the watchdog, the panic script and dracut's
+# emergency hook share one marker. rescue.always=1 sends before the mount, on every boot: its own marker.
+SENT=$WORKDIR/sent-failure
+[ "$REASON" = always ] && SENT=$WORKDIR/sent-always
 if [ -f "$SENT" ]; then
 	say "evidence already sent ($REASON) to $(bb cat "$SENT") bytes; not sending again"
 	exit 0
@@ -508,10 +516,11 @@ main() {
 	bb mkdir -p "$BUNDLE"
 	KERNEL=$(first_line "$PREFIX/proc/sys/kernel/osrelease")
 	[ -n "$KERNEL" ] || KERNEL=$(bb uname -r)
-	HOSTNAME_=$(first_line "$PREFIX/proc/sys/kernel/hostname")
-	[ -n "$HOSTNAME_" ] || HOSTNAME_=$(bb hostname 2>/dev/null)
 	BOOT_ID=$(first_line "$PREFIX/proc/sys/kernel/random/boot_id")
 	MODDIR=$PREFIX/lib/modules/$KERNEL
+	identity ""
+	# Before dmesg is read: the bundle's dmesg then carries the same line as a netconsole stream.
+	identity_kmsg
 
 	say "collecting evidence (reason: $REASON)"
 	collect
@@ -527,6 +536,8 @@ main() {
 		say "network: no address (see network.txt); trying to send anyway"
 	fi
 	write_network
+	# The MAC of the NIC actually used, now that it is known.
+	identity "$NET_DEVICE"
 	checksums
 	send
 }

@@ -1,6 +1,7 @@
 """Capture directories: safe names, partial files that only become visible when complete, manifests.
 
-Layout: ROOT/<peer-ip>/<UTC yyyymmddThhmmssZ>-<seq>/ holding the received files and manifest.json.
+Layout: ROOT/<machine or peer-ip>/<UTC yyyymmddThhmmssZ>-<seq>/ (named in identity.py) holding the
+received files and manifest.json.
 A file is written as NAME.partial and renamed to NAME after one fsync; a capture whose listener died
 keeps its .partial files, and the next start marks it incomplete (see recover()).
 """
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from rescue.capture import identity
 from rescue.capture.manifest import (
     MANIFEST,
     MANIFEST_RESERVE,
@@ -179,14 +181,17 @@ class Store:
 
     def new_capture(self, peer: str, started: float, header: dict[str, str] | None = None) -> Capture:
         """A new directory for one arrival, with a `receiving` manifest that recovery finds after a KILL
-        (with the header's fields, so that a capture whose end never came still names its machine)."""
-        peer_dir = self.root / (safe_relpath(peer.replace("/", "_")) or "unknown")
+        (with the header's fields, so that a capture whose end never came still names its machine).
+
+        Named by rescue.capture.identity: per machine when the header says which, else per peer address.
+        """
+        peer_dir = self.root / (safe_relpath(identity.machine_dir(header, peer)) or "unknown")
         peer_dir.mkdir(parents=True, exist_ok=True)
         if not _real_directory(peer_dir):
             raise OSError(errno.ELOOP, "not a directory of its own (a link?) inside the capture directory")
         while True:
             self._seq += 1
-            path = peer_dir / f"{utc_stamp(started)}-{self._seq:04d}"
+            path = peer_dir / identity.capture_name(started, f"{self._seq:04d}")
             try:
                 path.mkdir()
             except FileExistsError:

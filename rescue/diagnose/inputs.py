@@ -220,7 +220,7 @@ def _load_capture(path: Path, manifest: Manifest | None) -> Inputs:
             inputs.notes.append(f"{f.name}: skipped, binary data")
             continue
         text = unquote_printable(data.decode("utf-8", errors="replace"))
-        if f.name == "modcheck.txt":
+        if f.name in ("modcheck.txt", "devices.txt"):  # the collector's own verdicts, not log lines
             inputs.modcheck[f.name] = text
         elif f.name == "info.txt":
             inputs.info = _keyvalues(text)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rescue.errors import RescueError
+from rescue.harness.apt import Apt, HostApt, SuiteApt, locked
 from rescue.kmod import KERNEL_ENV, chosen_kernel, installed_kernels
 from rescue.run import run
 
@@ -55,27 +56,44 @@ def parse_version(output: str) -> str | None:
     return None
 
 
-def resolve_package(package: str) -> str:
+def resolve_package(package: str, apt: Apt | None = None) -> str:
     """A kernel meta-package (linux-image-cloud-amd64) names the real, versioned package it depends on."""
     if _REAL_PACKAGE.match(package):
         return package
-    out = run(["apt-cache", "depends", package], check=False)
-    if out.returncode != 0:
+    out = (apt or HostApt()).cache_query("depends", package)
+    if not out:
         raise RescueError(
             f"unknown kernel package {package!r}", hint="apt-get update, or name another package"
         )
-    for name in parse_depends(out.stdout.decode(errors="replace")):
+    for name in parse_depends(out):
         if _REAL_PACKAGE.match(name):
             return name
     raise RescueError(f"{package} depends on no linux-image-<version> package")
 
 
-def package_version(package: str) -> str:
-    out = run(["apt-cache", "show", "--no-all-versions", package], check=False)
-    version = parse_version(out.stdout.decode(errors="replace")) if out.returncode == 0 else None
+def package_version(package: str, apt: Apt | None = None) -> str:
+    version = parse_version((apt or HostApt()).cache_query("show", "--no-all-versions", package))
     if not version:
         raise RescueError(f"apt knows no version of {package}", hint="apt-get update")
     return version
+
+
+def kernel_packages(real: str, apt: Apt) -> list[str]:
+    """`name=version` of real and of every package of the same kernel it depends on, transitively.
+
+    From 7.x, linux-image-ABI is a stub: vmlinuz is in linux-binary-ABI, the modules in linux-modules-ABI,
+    the rest in linux-base-ABI. Those are the dependencies whose names end with the same ABI.
+    """
+    abi = real.removeprefix("linux-image-")
+    found: list[str] = []
+    queue = [real]
+    while queue:
+        name = queue.pop(0)
+        if any(item.startswith(f"{name}=") for item in found):
+            continue
+        found.append(f"{name}={package_version(name, apt)}")
+        queue += [d for d in parse_depends(apt.cache_query("depends", name)) if d.endswith(f"-{abi}")]
+    return found
 
 
 def host_kernel() -> Kernel:
@@ -89,33 +107,46 @@ def host_kernel() -> Kernel:
     return Kernel("installed", "", found.version, Path("/"), found.vmlinuz, found.moddir)
 
 
-def fetch_kernel(package: str = DEFAULT_PACKAGE, cache_dir: Path | None = None) -> Kernel:
-    """The unpacked kernel for package, from the cache or downloaded with apt-get into it."""
-    cache = (cache_dir or default_cache_dir()) / "kernels"
-    real = resolve_package(package)
-    deb_version = package_version(real)
-    target = cache / f"{real}_{deb_version}"
-    if not (target / _READY).is_file():
-        _download_and_unpack(real, deb_version, target)
+def fetch_kernel(
+    package: str = DEFAULT_PACKAGE, cache_dir: Path | None = None, *, suite: str | None = None
+) -> Kernel:
+    """The unpacked kernel for package, from the cache or downloaded with apt-get into it.
+
+    suite names another Debian suite than the host's (e.g. "sid"): apt then runs with a private
+    configuration under the cache (rescue.harness.apt), and the host's /etc/apt is only read."""
+    cache = cache_dir or default_cache_dir()
+    apt: Apt = HostApt() if suite is None else SuiteApt.for_suite(suite, cache)
+    apt.update()
+    real = resolve_package(package, apt)
+    deb_version = package_version(real, apt)
+    target = cache / "kernels" / f"{real}_{deb_version}"
+    # One process downloads and unpacks; the others (parallel test workers) wait and then find it ready.
+    with locked(cache / "kernels" / f".lock-{real}"):
+        if not (target / _READY).is_file():
+            _download_and_unpack(kernel_packages(real, apt), apt, target)
     return _load(real, deb_version, target)
 
 
-def _download_and_unpack(package: str, deb_version: str, target: Path) -> None:
+def _download_and_unpack(packages: list[str], apt: Apt, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Unpack beside the target and rename at the end, so an interrupted run leaves no half kernel behind.
-    work = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".unpack-{target.name}-", dir=target.parent))
     try:
-        run(["apt-get", "download", f"{package}={deb_version}"], cwd=work, timeout=600)
-        debs = sorted(work.glob("*.deb"))
-        if len(debs) != 1:
-            raise RescueError(f"apt-get download {package} gave {len(debs)} .deb files")
+        debs = apt.download(packages, work)
+        if len(debs) != len(packages):
+            raise RescueError(f"apt-get download {' '.join(packages)} gave {len(debs)} .deb files")
         root = work / "root"
-        run(["dpkg-deb", "-x", debs[0], root])
+        for deb in debs:
+            run(["dpkg-deb", "-x", deb, root])
+            deb.unlink()
+        if not (root / "lib").exists() and (root / "usr/lib/modules").is_dir():
+            # 7.x packages install into /usr/lib/modules; depmod -b looks under BASE/lib/modules, as on a
+            # merged-/usr system where /lib is a link to usr/lib.
+            (root / "lib").symlink_to("usr/lib")
         version = _module_version(root)
-        # The .deb ships no modules.dep (its postinst runs depmod); make it for the unpacked tree.
+        # The .debs ship no modules.dep (the postinst runs depmod); make it for the unpacked tree.
         run(["depmod", "-b", root, version])
-        debs[0].unlink()
-        (root / _READY).write_text(f"{package} {deb_version} {version}\n")
+        (root / _READY).write_text(" ".join(packages) + f" {version}\n")
         if target.exists():
             shutil.rmtree(target)
         os.replace(root, target)

@@ -40,6 +40,9 @@ from rescue.harness.testinitrd import (
 MARKER = re.compile(r"rescue-test: ([^\r\n]*)")
 # The collector's last word: after it, a generator's image only sits at its shell.
 COLLECTOR_DONE = re.compile(r"rescue: (sent \d+ bytes to \S+|send failed[^\r\n]*)")
+# Or the kernel's end: without panic= on the command line (initramfs-tools) a panic would hang until the
+# deadline.
+KERNEL_PANIC = re.compile(r"end Kernel panic - not syncing: [^\r\n]*")
 COLLECTOR_LINE = re.compile(r"^rescue: ([^\r\n]*)", re.MULTILINE)
 END = re.compile(r"rescue-test: end: ([^\r\n]*)")
 ROOT_REACHED = "root init reached"
@@ -260,7 +263,7 @@ class Harness:
         log_path = self.workdir / f"{log_name}.console.log"
         start = time.monotonic()
         with boot(spec, log_path=log_path) as console:
-            match = console.wait_for(COLLECTOR_DONE, timeout)
+            match = console.wait_for(re.compile(f"{COLLECTOR_DONE.pattern}|{KERNEL_PANIC.pattern}"), timeout)
             log = console.log
         result = self._result(log, None, start, log_path)
         result.end = match.group(0) if match else None

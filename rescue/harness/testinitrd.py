@@ -140,8 +140,10 @@ def root_fs_tree(target: Path, marker: str = "rescue-test: root init reached", c
     With crash, the init crashes the kernel on purpose instead (sysrq c: a NULL dereference, then a panic)."""
     (target / "bin").mkdir(parents=True, exist_ok=True)
     (target / "sbin").mkdir(exist_ok=True)
-    for d in ("dev", "proc", "sys"):
+    for d in ("dev", "proc", "sys", "etc"):
         (target / d).mkdir(exist_ok=True)
+    # systemd in an initrd switches only into a tree with an os-release file ("not an OS tree").
+    (target / "etc" / "os-release").write_text('ID=rescue-test\nNAME="rescue test root"\n')
     shutil.copyfile(BUSYBOX, target / "bin" / "busybox")
     (target / "bin" / "busybox").chmod(0o755)
     init = target / "sbin" / "init"

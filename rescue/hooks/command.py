@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from rescue.errors import RescueError
-from rescue.hooks.install import install, uninstall, update_images
+from rescue.hooks.install import (
+    check_updatable,
+    detect_flavor,
+    install,
+    read_record,
+    uninstall,
+    update_images,
+)
 from rescue.hooks.render import Config, Flavor, render
 from rescue.tokens import read_token_file, warn_visible_token
 
@@ -26,10 +31,6 @@ def _config(args: argparse.Namespace) -> Config:
         timeout=args.timeout,
         netconsole=args.netconsole,
     )
-
-
-def _kver(args: argparse.Namespace) -> str:
-    return str(args.kver or os.uname().release)
 
 
 def _say(args: argparse.Namespace, doc: dict[str, Any], lines: list[str]) -> None:
@@ -53,36 +54,43 @@ def install_command(args: argparse.Namespace) -> int:
 
     root = Path(args.root)
     flavor = None if args.flavor == "auto" else Flavor(args.flavor)
-    if args.update and root.resolve() != Path("/"):
-        raise RescueError("--update rebuilds this system's initramfs; it cannot be used with --root")
     config = _config(args)
+    if args.update and root.is_dir():
+        check_updatable(root, flavor or detect_flavor(root))
     with tempfile.TemporaryDirectory(prefix="rescue-hooks-") as tmp:
         manifest = install(root, flavor, config, Path(tmp))
     files = [str(root / entry["path"]) for entry in manifest["files"]]
     lines = [f"installed {f}" for f in files]
     if not config.host:
         lines.append("note: no --host baked in; boot with rescue.host=H rescue.port=P on the command line")
-    if args.update:
-        _say(args, {"flavor": manifest["flavor"], "installed": files, "updated": [_kver(args)]}, lines)
-        update_images(Flavor(manifest["flavor"]), _kver(args))
-    else:
-        lines.append(f"the hooks take effect with the next build (update-initramfs -u -k {_kver(args)})")
-        _say(args, {"flavor": manifest["flavor"], "installed": files, "updated": []}, lines)
+    updated = _update(args, root, manifest["flavor"], lines)
+    if not args.update:
+        lines.append("the hooks take effect with the next build of each image (--update rebuilds them all)")
+    _say(args, {"flavor": manifest["flavor"], "installed": files, "updated": updated}, lines)
     return 0
 
 
 def uninstall_command(args: argparse.Namespace) -> int:
     root = Path(args.root)
-    if args.update and root.resolve() != Path("/"):
-        raise RescueError("--update rebuilds this system's initramfs; it cannot be used with --root")
+    if args.update:
+        recorded = read_record(root)
+        if recorded:
+            check_updatable(root, Flavor(recorded["flavor"]))
     manifest = uninstall(root)
     files = [str(root / entry["path"]) for entry in manifest["files"]]
-    updated = [_kver(args)] if args.update else []
-    doc = {"flavor": manifest["flavor"], "removed": files, "updated": updated}
-    _say(args, doc, [f"removed {f}" for f in files])
-    if args.update:
-        update_images(Flavor(manifest["flavor"]), _kver(args))
+    lines = [f"removed {f}" for f in files]
+    updated = _update(args, root, manifest["flavor"], lines)
+    _say(args, {"flavor": manifest["flavor"], "removed": files, "updated": updated}, lines)
     return 0
+
+
+def _update(args: argparse.Namespace, root: Path, flavor: str, lines: list[str]) -> list[str]:
+    """With --update, rebuild every installed kernel's image; say which."""
+    if not args.update:
+        return []
+    rebuilt = update_images(root, Flavor(flavor))
+    lines += [f"rebuilt {image}" for image in rebuilt] or ["rebuilt no image (no installed kernel has one)"]
+    return rebuilt
 
 
 def _port(text: str) -> int:
@@ -123,15 +131,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = hsub.add_parser("install", help="install the hooks into this system (or under --root)")
     p.add_argument("--root", default="/", help="the system's root directory (default /)")
     p.add_argument("--flavor", choices=["auto", *(f.value for f in Flavor)], default="auto")
-    p.add_argument("--update", action="store_true", help="rebuild the initramfs of --kver afterwards")
-    p.add_argument("--kver", help="kernel version for --update (default: the running kernel, uname -r)")
+    p.add_argument(
+        "--update", action="store_true", help="rebuild every installed kernel's initramfs afterwards"
+    )
     _add_config_args(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
     p.set_defaults(func=install_command)
 
     p = hsub.add_parser("uninstall", help="remove exactly what install added")
     p.add_argument("--root", default="/", help="the system's root directory (default /)")
-    p.add_argument("--update", action="store_true", help="rebuild the initramfs of --kver afterwards")
-    p.add_argument("--kver", help="kernel version for --update (default: the running kernel, uname -r)")
+    p.add_argument(
+        "--update", action="store_true", help="rebuild every installed kernel's initramfs afterwards"
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON document")
     p.set_defaults(func=uninstall_command)

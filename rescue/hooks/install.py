@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from rescue.errors import RescueError, os_error
 from rescue.hooks.render import DRACUT_NAME, Config, Flavor, layout, no_links, render, write_whole
+from rescue.kmod import installed_kernels
 from rescue.reading import load_json
 from rescue.run import run
 
@@ -46,7 +48,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _read_record(root: Path) -> dict[str, Any] | None:
+def read_record(root: Path) -> dict[str, Any] | None:
     """The record of a previous install, checked: a flavor, files inside root that install writes."""
     path = root / RECORD
     if not path.exists():
@@ -76,7 +78,7 @@ def install(root: Path, flavor: Flavor | None, config: Config, staging: Path) ->
     target = _target(root, flavor)
     if not target.is_dir():
         raise RescueError(f"{target}: not a directory", hint=f"is {flavor} installed under {root}?")
-    previous = _read_record(root)
+    previous = read_record(root)
     if previous and previous.get("flavor") != str(flavor):
         message = f"the {previous.get('flavor')} hooks are installed under {root}"
         raise RescueError(message, hint="rescue hooks uninstall first")
@@ -131,7 +133,7 @@ def _write_record(root: Path, manifest: dict[str, Any]) -> None:
 
 def uninstall(root: Path) -> dict[str, Any]:
     """Remove exactly what install added (files, then the directories it created, when empty)."""
-    manifest = _read_record(root)
+    manifest = read_record(root)
     if manifest is None:
         raise RescueError(f"rescue hooks are not installed under {root} (no {root / RECORD})")
     for entry in manifest["files"]:
@@ -146,9 +148,35 @@ def uninstall(root: Path) -> dict[str, Any]:
     return manifest
 
 
-def update_images(flavor: Flavor, kver: str) -> None:
-    """Rebuild the running system's initramfs for `kver` so the hooks take effect."""
+_UPDATERS = {Flavor.INITRAMFS_TOOLS: "update-initramfs", Flavor.DRACUT: "dracut"}
+
+
+def check_updatable(root: Path, flavor: Flavor) -> None:
+    """Refuse --update before anything is installed when the system under root cannot rebuild its images."""
+    tool = _UPDATERS[flavor]
+    if not any((root / d / tool).exists() for d in ("usr/sbin", "usr/bin", "sbin", "bin")):
+        raise RescueError(f"--update: {tool} not found under {root}", hint=f"install {flavor} there first")
+
+
+_GENERATING = re.compile(r"^update-initramfs: Generating (\S+)", re.MULTILINE)
+
+
+def update_images(root: Path, flavor: Flavor) -> list[str]:
+    """Rebuild the initramfs of every installed kernel under root (through chroot unless root is /), so the
+    hooks are in (or out of) whichever kernel boots next; return the images rebuilt.
+
+    initramfs-tools: `update-initramfs -u -k all` (every kernel that has an image). dracut: `dracut --force
+    --kver KVER` for each kernel installed with a vmlinuz (dracut's --regenerate-all only knows the images
+    it can find under its own naming).
+    """
+    chroot = [] if root.resolve() == Path("/") else ["chroot", str(root)]
     if flavor is Flavor.INITRAMFS_TOOLS:
-        run(["update-initramfs", "-u", "-k", kver], capture=False)
-    else:
-        run(["dracut", "--force", "--kver", kver], capture=False)
+        out = run([*chroot, "update-initramfs", "-u", "-k", "all"], timeout=3600).stdout or b""
+        return _GENERATING.findall(out.decode(errors="replace"))
+    rebuilt = []
+    for kernel in installed_kernels(root):
+        if kernel.vmlinuz is None:
+            continue  # modules without a kernel to boot (a removed package's leftovers)
+        run([*chroot, "dracut", "--force", "--kver", kernel.version], timeout=3600)
+        rebuilt.append(kernel.version)
+    return rebuilt

@@ -1,7 +1,7 @@
 """`rescue hooks render`: the shell of hooks/ laid out for a generator, with the configuration baked in.
 
 A rendered tree is self-contained. For initramfs-tools it is laid out like a confdir (hooks/rescue,
-scripts/{panic,local-premount,init-premount}/rescue, rescue/collector/*, rescue/rescue.conf), so
+scripts/{panic,local-premount,init-premount,init-bottom}/rescue, rescue/collector/*, rescue/rescue.conf), so
 `cp -a DIR/. /etc/initramfs-tools/` or `mkinitramfs -d CONFDIR` works with no other file. For dracut it is a
 modules.d tree (90rescue-send/...).
 """
@@ -20,6 +20,23 @@ from rescue.tokens import TOKEN
 
 DRACUT_MODULE = "90rescue-send"  # dracut already ships a module called "rescue"
 DRACUT_NAME = "rescue-send"
+
+# The generators' own files (the collector's come from hooks/collector, whatever it holds).
+INITRAMFS_TOOLS_FILES = (
+    "hooks/rescue",
+    "scripts/panic/rescue",
+    "scripts/local-premount/rescue",
+    "scripts/init-premount/rescue",
+    "scripts/init-bottom/rescue",
+)
+DRACUT_FILES = (
+    "module-setup.sh",
+    "rescue-emergency.sh",
+    "rescue-netconsole.sh",
+    "rescue-watchdog-start.sh",
+    "rescue-watchdog-stop.sh",
+    "rescue-watchdog.service",
+)
 
 _HOST = re.compile(r"^[A-Za-z0-9._:-]{1,253}$")
 _IP = re.compile(r"^[A-Za-z0-9._:-]{1,200}$")
@@ -84,19 +101,16 @@ def layout(flavor: Flavor, config: Config) -> list[tuple[Path, Path | str, int]]
     files: list[tuple[Path, Path | str, int]] = []
     if flavor is Flavor.INITRAMFS_TOOLS:
         base = src / "initramfs-tools"
-        for name in (
-            "hooks/rescue",
-            "scripts/panic/rescue",
-            "scripts/local-premount/rescue",
-            "scripts/init-premount/rescue",
-        ):
+        for name in INITRAMFS_TOOLS_FILES:
             files.append((Path(name), base / name, 0o755))
         files += [(Path("rescue/collector") / f.name, f, 0o755) for f in collector]
         files.append((Path("rescue/rescue.conf"), config.text(), 0o600))
     else:
         base = src / "dracut" / DRACUT_MODULE
-        for name in ("module-setup.sh", "rescue-emergency.sh", "rescue-netconsole.sh"):
-            files.append((Path(DRACUT_MODULE) / name, base / name, 0o755))
+        for name in DRACUT_FILES:
+            files.append(
+                (Path(DRACUT_MODULE) / name, base / name, 0o644 if name.endswith(".service") else 0o755)
+            )
         files += [(Path(DRACUT_MODULE) / "collector" / f.name, f, 0o755) for f in collector]
         files.append((Path(DRACUT_MODULE) / "rescue.conf", config.text(), 0o600))
     return files

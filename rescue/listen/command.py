@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="diagnose a netconsole stream silent this long (default 10)",
     )
+    p.add_argument(
+        "--advertise", metavar="ADDR[/PREFIX]", help="the address machines reach us at (NAT, a VM)"
+    )
     p.add_argument("--dir", help="where captures are stored (default ./captures)")
     p.add_argument(
         "--token-file",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -25,12 +26,26 @@ def parse_network(text: str, option: str = "--allow") -> Network:
         ) from None
 
 
+_ADVERTISE = re.compile(r"([A-Za-z0-9.:-]{1,253})(?:/(\d{1,2}))?")
+
+
+def parse_advertise(value: Any) -> tuple[str, int]:
+    """--advertise ADDR[/PREFIX]: what the printed recipe names as the listener (prefix 24 when not given)."""
+    if isinstance(value, tuple):
+        return value  # already parsed (a SIGHUP re-read keeps the command line's value)
+    m = _ADVERTISE.fullmatch(str(value))
+    if not m or int(m.group(2) or 24) > 32:
+        raise RescueError(f"bad --advertise {str(value)[:60]!r}", hint="an address, optionally /PREFIX")
+    return m.group(1), int(m.group(2) or 24)
+
+
 @dataclass(frozen=True)
 class Settings:
     bind: str = "0.0.0.0"
     port: int = 3333
     udp_port: int | None = None  # netconsole (listen.netconsole); None: the TCP port's number, 0: off
     netconsole_quiet: float = 10.0  # seconds of silence after which a netconsole stream is diagnosed
+    advertise: tuple[str, int] | None = None  # (address, prefix length) the recipe names instead of ours
     dir: Path = Path("captures")
     token: str | None = None
     token_file: Path | None = None  # read at start and on SIGHUP; never shown (unlike --token in ps)
@@ -99,6 +114,9 @@ def coerce(key: str, value: Any) -> Any:
         items = value if isinstance(value, list | tuple) else [value]
         _expect(key, value, all(isinstance(v, str) for v in items), "a list of CIDR strings")
         return tuple(parse_network(v, option) for v in items)
+    if key == "advertise":
+        _expect(key, value, isinstance(value, str | tuple), "an address, optionally /PREFIX")
+        return parse_advertise(value)
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if key in _SIZES:
         _expect(key, value, is_int or isinstance(value, str), "a whole number of bytes or a size like '4G'")

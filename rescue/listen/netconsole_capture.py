@@ -126,7 +126,7 @@ class NetCapture:
         if into is not None:
             self.path, self.own = into, False  # inside the bundle's capture of this boot
         else:
-            cap = store.new_capture(peer, time.time())
+            cap = store.new_capture(peer, time.time(), header)  # DIR/<machine>/ when the identity line came
             self.path, self.own = cap.path, True
             self.manifest = cap.manifest
             self.manifest.kind, self.manifest.header = Kind.NETCONSOLE, header  # one dict: named later too

@@ -22,7 +22,7 @@ from rescue.capture.manifest import FileEntry, Kind, Manifest, Status, read_mani
 from rescue.capture.store import Capture, Store, iso
 from rescue.deadline import Deadline
 from rescue.errors import RescueError
-from rescue.listen import netinfo
+from rescue.listen import netinfo, recipe
 from rescue.listen.admission import Admission
 from rescue.listen.config import Settings, build_settings
 from rescue.listen.connection import Connection, Received
@@ -258,16 +258,11 @@ class ListenServer:
             r.say(f"(cannot list host addresses: {e})")
             addresses = [netinfo.HostAddress("HOST", 0, "?", False)]
         best = addresses[0].address
-        commands = netinfo.shell_instructions(
-            best, port, token=bool(s.token), prefixlen=addresses[0].prefixlen
-        )
+        host, lines = recipe.announce(best, addresses[0].prefixlen, s.advertise, port, token=bool(s.token))
         r.say("host addresses: " + ", ".join(map(str, addresses)))
-        r.say(f"\nOn the broken machine's busybox shell, type (host {best}):")
-        for line in commands:
-            r.say("  " + line)
-        if s.token:
-            r.say("  (replace TOKEN with the value of --token)")
-        r.say(f"Machines with the rescue hooks send by themselves (rescue.host={best} rescue.port={port}).")
+        for line in ["", *lines.lines(host)]:
+            r.say(line)
+        r.say(f"Machines with the rescue hooks send by themselves (rescue.host={host} rescue.port={port}).")
         if udp_port:
             r.say(
                 f"netconsole (the kernel log over UDP) on port {udp_port}: rescue.netconsole=1 with the hooks"
@@ -280,7 +275,8 @@ class ListenServer:
             udp_port=udp_port,
             dir=str(s.dir),
             addresses=[a.address for a in addresses],
-            commands=commands,
+            commands=lines.busybox,
+            commands_bash=lines.bash,
         )
 
     def _install_signals(self) -> None:

@@ -48,8 +48,10 @@ def test_render_initramfs_tools_is_a_confdir(tmp_path: Path) -> None:
         "scripts/panic/rescue",
         "scripts/local-premount/rescue",
         "scripts/init-premount/rescue",
+        "scripts/init-bottom/rescue",
         "rescue/collector/collect.sh",
         "rescue/collector/netconsole.sh",
+        "rescue/collector/watchdog.sh",
     ):
         assert (out / rel).stat().st_mode & 0o777 == 0o755, rel
     conf = out / "rescue/rescue.conf"
@@ -68,13 +70,10 @@ def test_render_dracut_is_a_module_dir(tmp_path: Path) -> None:
     proc = rescue("hooks", "render", "--out", str(out), "--flavor", "dracut")
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (out / "90rescue-send").iterdir())
-    assert names == [
-        "collector",
-        "module-setup.sh",
-        "rescue-emergency.sh",
-        "rescue-netconsole.sh",
-        "rescue.conf",
-    ]
+    assert names == ["collector", "module-setup.sh", "rescue-emergency.sh", "rescue-netconsole.sh",
+                     "rescue-watchdog-start.sh", "rescue-watchdog-stop.sh", "rescue-watchdog.service",
+                     "rescue.conf"]  # fmt: skip
+    assert (out / "90rescue-send/rescue-watchdog.service").stat().st_mode & 0o777 == 0o644
     collector = sorted(p.name for p in (REPO / "hooks/collector").iterdir())
     assert {"collect.sh", "conf.sh", "modcheck.awk", "net.sh"} <= set(collector)
     assert sorted(p.name for p in (out / "90rescue-send/collector").iterdir()) == collector
@@ -135,7 +134,7 @@ def test_install_does_not_overwrite_foreign_files(itools_root: Path) -> None:
         (["hooks", "uninstall", "--root", "{root}"], "not installed"),
         (["hooks", "install", "--root", "{root}", "--port", "70000"], "port out of range"),
         (["hooks", "install", "--root", "{root}", "--host", "a b"], "bad --host"),
-        (["hooks", "install", "--root", "{root}", "--update"], "cannot be used with --root"),
+        (["hooks", "install", "--root", "{root}", "--update"], "--update: update-initramfs not found"),
         (["hooks", "install", "--root", "{root}/nothing"], "no initramfs generator"),
     ],
 )

@@ -47,6 +47,7 @@ def test_recorded_crash_becomes_a_capture_diagnosed_as_kernel_oops(tmp_path: Pat
     assert (event["messages"], event["lost"], event["duplicates"]) == (64, 0, 0)
     man = manifest(event)
     assert man["status"] == "complete" and man["header"]["boot"] == BOOT
+    assert Path(event["path"]).parent.name == "525400123456"  # stored per machine, like its bundles
     log = Path(event["path"]) / "netconsole.log"
     assert [f["name"] for f in man["files"]] == ["netconsole.log"] and man["files"][0][
         "bytes"

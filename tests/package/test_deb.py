@@ -248,6 +248,50 @@ def test_listener_from_the_units_exec_start(system: Chroot) -> None:
     shutil.rmtree(system.path("/run/credentials"))
 
 
+def test_hooks_install_and_uninstall_update_every_kernels_image(system: Chroot) -> None:
+    """`rescue hooks install --update` rebuilds the image of every installed kernel, not only the running
+    one, and says which; `uninstall --update` takes the hooks out of all of them again. A second kernel
+    version is the first one's files under another name (what update-initramfs and mkinitramfs read)."""
+    second = system.kver + "-second"
+    shutil.copytree(
+        system.path(f"/lib/modules/{system.kver}"), system.path(f"/lib/modules/{second}"), symlinks=True
+    )
+    for name in (
+        "config",
+        "vmlinuz",
+    ):  # update-initramfs -k all takes the versions `linux-version list` knows
+        shutil.copy(system.path(f"/boot/{name}-{system.kver}"), system.path(f"/boot/{name}-{second}"))
+    images = [f"/boot/initrd.img-{k}" for k in (system.kver, second)]
+    fast = system.path("/etc/initramfs-tools/conf.d/zz-test-fast")
+    fast.write_text("MODULES=list\n")  # small images: this is about which images, not what is in them
+    try:
+        for kver, image in zip((system.kver, second), images, strict=True):
+            if not system.path(image).exists():
+                system.run("update-initramfs", "-c", "-k", kver)
+        out = system.run("rescue", "hooks", "install", "--host", "192.0.2.10", "--update")
+        assert (
+            sorted(line.split()[-1] for line in out.splitlines() if line.startswith("rebuilt ")) == images
+        ), out
+        for image in images:
+            listing = system.run("lsinitramfs", image).split()
+            assert "lib/rescue/watchdog.sh" in listing or "usr/lib/rescue/watchdog.sh" in listing, image
+            assert "scripts/init-premount/rescue" in listing, image
+        out = system.run("rescue", "hooks", "uninstall", "--update")
+        assert (
+            sorted(line.split()[-1] for line in out.splitlines() if line.startswith("rebuilt ")) == images
+        ), out
+        for image in images:
+            assert not [n for n in system.run("lsinitramfs", image).split() if "rescue" in n], image
+    finally:
+        fast.unlink()
+        if system.path("/var/lib/rescue/hooks-installed.json").exists():
+            system.run("rescue", "hooks", "uninstall")
+        system.run("update-initramfs", "-d", "-k", second)
+        shutil.rmtree(system.path(f"/lib/modules/{second}"))
+        for name in ("config", "vmlinuz"):
+            system.path(f"/boot/{name}-{second}").unlink()
+
+
 def test_purge_leaves_nothing_behind(system: Chroot) -> None:
     # Runs last: the package is gone afterwards.
     added = snapshot(system.root) - system.before

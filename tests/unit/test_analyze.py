@@ -286,7 +286,8 @@ def test_each_rule_fires_on_its_real_message(line: str, rule_id: str, params: di
 
 
 def test_every_rule_has_a_case() -> None:
-    covered = {case[1] for case in RULE_CASES} | {"module-softdep-missing"}  # softdep: modcheck test below
+    # softdep: the modcheck test below; devices.txt: tests/unit/test_rules_devices.py
+    covered = {case[1] for case in RULE_CASES} | {"module-softdep-missing", "device-driver-missing"}
     assert covered == {r.id for r in RULES}
 
 

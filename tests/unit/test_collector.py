@@ -17,7 +17,7 @@ from tests.host_kernel import HOST_MODDIR, KVER, ko
 MEMBERS = {
     "dmesg.txt", "cmdline.txt", "modules.txt", "crypto.txt", "filesystems.txt", "partitions.txt",
     "mounts.txt", "blkid.txt", "disks.txt", "info.txt", "initramfs-modules.txt", "modules-dep.txt",
-    "network.txt", "modcheck.txt", "SHA256SUMS",
+    "network.txt", "modcheck.txt", "devices.txt", "storage.txt", "SHA256SUMS",
 }  # fmt: skip
 
 
@@ -137,8 +137,8 @@ def test_bundle_members_checksums_and_masking(busybox: str, tmp_path: Path) -> N
     assert "cifs://admin:***@nas/root" in (fake.bundle / "cmdline.txt").read_text()
     assert "rd.iscsi.password=***" in (fake.bundle / "dmesg.txt").read_text()
     info = dict(line.split("=", 1) for line in (fake.bundle / "info.txt").read_text().splitlines())
-    assert set(info) == {"KERNEL", "HOSTNAME", "BOOT_ID", "GENERATOR", "ROOT", "ROOTFSTYPE", "ROOTFLAGS",
-                         "REASON", "RESCUE_VERSION"}  # fmt: skip
+    assert set(info) == {"KERNEL", "HOSTNAME", "MACHINE", "BOOT_ID", "GENERATOR", "ROOT", "ROOTFSTYPE",
+                         "ROOTFLAGS", "REASON", "RESCUE_VERSION"}  # fmt: skip
     assert info["KERNEL"] == KVER
     assert info["REASON"] == "panic"
     assert info["GENERATOR"] == "custom"

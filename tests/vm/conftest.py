@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rescue.harness.kernel import default_cache_dir
+from rescue.harness.matrix import Matrix
 from rescue.harness.scenarios import Harness
 from tests.conftest import REPO, require
 
@@ -37,3 +38,13 @@ def collector() -> Path:
     directory = collector_dir()
     require((directory / "collect.sh").is_file(), f"the collector {directory}/collect.sh is not there")
     return directory
+
+
+@pytest.fixture(scope="session")
+def matrix(tmp_path_factory: pytest.TempPathFactory) -> Matrix:
+    """Images and disks for the realism matrix; kernels, chroots and generator images come from the cache,
+    shared by parallel workers (file locks)."""
+    require(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86 is not installed")
+    require(Path("/bin/busybox").is_file(), "busybox-static is not installed")
+    cache = default_cache_dir() if os.environ.get("RESCUE_CACHE") else REPO / ".cache" / "rescue"
+    return Matrix(tmp_path_factory.mktemp("matrix"), cache_dir=cache, collector_dir=collector_dir())

@@ -92,10 +92,32 @@ install() {
 			[ -e "$_lib" ] && inst_simple "$_lib"
 		done
 	fi
+	_rescue_hostname >>"$initdir/etc/rescue.conf"
+	# The kernel's PCI and virtio aliases: the collector names the driver a device lacks even when that
+	# driver was left out of the image (whose own modules.alias then forgets it).
+	grep -E '^alias (pci|virtio):' "${srcmods:-/lib/modules/$kernel}/modules.alias" \
+		>"$initdir/lib/rescue/kernel.alias" 2>/dev/null || true
 	inst_hook emergency 50 "$moddir/rescue-emergency.sh"
 	# netconsole as soon as the NIC can have an address: once udev settled; pre-mount too, for a root that
 	# was found before the first settled hook ran (netconsole.sh runs once per boot).
 	inst_hook initqueue/settled 90 "$moddir/rescue-netconsole.sh"
 	inst_hook pre-mount 05 "$moddir/rescue-netconsole.sh"
+	# The watchdog: with the shell init from a cmdline hook, with systemd as a unit (see watchdog.sh).
+	inst_hook cmdline 99 "$moddir/rescue-watchdog-start.sh"
+	inst_hook pre-pivot 99 "$moddir/rescue-watchdog-stop.sh"
+	if dracut_module_included systemd && [ -n "${systemdsystemunitdir:-}" ]; then
+		inst_simple "$moddir/rescue-watchdog.service" "$systemdsystemunitdir/rescue-watchdog.service"
+		mkdir -p "$initdir$systemdsystemunitdir/sysinit.target.wants"
+		ln_r "$systemdsystemunitdir/rescue-watchdog.service" \
+			"$systemdsystemunitdir/sysinit.target.wants/rescue-watchdog.service"
+	fi
 	return 0
+}
+
+# This system's host name for the image's /etc/rescue.conf (the initramfs itself only knows "(none)").
+_rescue_hostname() {
+	_h=""
+	[ -r /etc/hostname ] && read -r _h </etc/hostname
+	_h=$(printf '%s' "$_h" | tr -c 'A-Za-z0-9._-' '_')
+	[ -z "$_h" ] || echo "RESCUE_HOSTNAME=$_h"
 }

@@ -4,7 +4,7 @@ rule that matches it, so a specific rule (btrfs-crc32c-missing) comes before a g
 
 from __future__ import annotations
 
-from rescue.diagnose.rules import btrfs, firmware, fs, kernel, modules, root, stack, storage
+from rescue.diagnose.rules import btrfs, devices, firmware, fs, kernel, modules, root, stack, storage
 from rescue.diagnose.rules.base import Cause, Context, FixFn, Match, Rule
 
 RULES: tuple[Rule, ...] = (
@@ -14,6 +14,7 @@ RULES: tuple[Rule, ...] = (
     modules.VERSION_MISMATCH,
     modules.UNKNOWN_SYMBOL,
     storage.STORAGE_DRIVER_MISSING,
+    devices.DEVICE_DRIVER_MISSING,
     # the layers under the root claim "unknown filesystem type 'LVM2_member'" before fs-module-missing
     stack.RESUME_DEVICE_MISSING,
     stack.CRYPT_UNLOCK_FAILED,

@@ -30,7 +30,7 @@ STORAGE_DRIVER_MISSING = Rule(
     # A storage module that cannot load (unknown symbol, missing from the image) while the root's device
     # never appears: that is why it did not.
     promote=Promote(
-        ("module-unknown-symbol", "module-missing", "module-version-mismatch"),
+        ("module-unknown-symbol", "module-missing", "module-version-mismatch", "device-driver-missing"),
         "module",
         STORAGE_MODULES,
         derive=True,
@@ -40,5 +40,6 @@ STORAGE_DRIVER_MISSING = Rule(
         Cause("module-unknown-symbol", (("module", "module"),)),
         Cause("module-missing", (("module", "module"),)),
         Cause("module-version-mismatch", (("module", "module"),)),
+        Cause("device-driver-missing", (("module", "module"),)),
     ),
 )

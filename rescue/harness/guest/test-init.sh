@@ -7,6 +7,7 @@
 #   rescue.test=shell  a busybox shell on the console, like initramfs-tools' "(initramfs)" prompt
 #   rescue.test=send   send /replay/stream.bin to rescue.host:rescue.port with busybox nc, then reboot
 #   rescue.rootwait=S  how long to wait for the root device (default 3)
+#   rescue.always=1    run the collector before mounting the root, on a good boot too
 #
 # The machine never stays up: the end is `reboot -f`, which qemu -no-reboot turns into qemu exiting.
 
@@ -36,6 +37,7 @@ ROOT=""
 ROOTFSTYPE=""
 ROOTFLAGS=""
 ROOTWAIT=3
+ALWAYS=""
 HOST=10.0.2.2
 PORT=3333
 read -r cmdline </proc/cmdline
@@ -45,6 +47,7 @@ for arg in $cmdline; do
         rescue.rootwait=*) ROOTWAIT=${arg#rescue.rootwait=} ;;
         rescue.host=*) HOST=${arg#rescue.host=} ;;
         rescue.port=*) PORT=${arg#rescue.port=} ;;
+        rescue.always=1) ALWAYS=1 ;;
         root=*) ROOT=${arg#root=} ;;
         rootfstype=*) ROOTFSTYPE=${arg#rootfstype=} ;;
         rootflags=*) ROOTFLAGS=${arg#rootflags=} ;;
@@ -126,6 +129,8 @@ if ! wait_for_root; then
     finish "no root device"
 fi
 [ -n "$ROOTFSTYPE" ] && modprobe "$ROOTFSTYPE"
+# rescue.always=1: send on every boot before the mount, as the hooks' local-premount script does.
+[ -n "$ALWAYS" ] && collect "rescue.always=1"
 if mount -t "${ROOTFSTYPE:-auto}" -o "ro${ROOTFLAGS:+,$ROOTFLAGS}" "$ROOTDEV" /newroot; then
     say "root mounted"
     mount --move /dev /newroot/dev 2>/dev/null || umount /dev
