@@ -73,7 +73,9 @@ class ListenServer:
         self.gate.forget(conn)
 
     def new_capture(self, conn: Connection) -> Capture:
-        return self.store.new_capture(conn.peer, time.time())
+        """The capture's directory, its `receiving` manifest naming the machine (the header, no token)."""
+        header = {k: v for k, v in (conn.header or {}).items() if k != "token"}
+        return self.store.new_capture(conn.peer, time.time(), header)
 
     def reject(self, conn: Connection, reason: str) -> Capture | None:
         return self.gate.reject(conn, reason, self.store)

@@ -130,7 +130,7 @@ def test_kill_during_a_transfer_then_restart_marks_it_incomplete(tmp_path: Path)
 
     lst = Listener(tmp_path / "c")
     with socket.create_connection(("127.0.0.1", lst.port)) as s:
-        s.sendall(DMESG * 100)
+        s.sendall(b"RESCUE/1 machine=web-7 token=none\n" + DMESG * 100)
         wait_until(lambda: any(lst.dir.glob("*/*/dmesg.txt.partial")), 10, "the checkpoint")
         wait_until(lambda: next(lst.dir.glob("*/*/dmesg.txt.partial")).stat().st_size > 0, 10, "bytes")
         lst.proc.send_signal(signal.SIGKILL)
@@ -139,4 +139,6 @@ def test_kill_during_a_transfer_then_restart_marks_it_incomplete(tmp_path: Path)
     (recovered,) = [e for e in again.events if e["event"] == "recovered"]  # said before "listening"
     m = manifest_of(recovered["path"])
     assert m["status"] == "incomplete" and m["files"][0]["bytes"] == len(DMESG * 100)
+    # The `receiving` manifest already named the machine (never the token), and so does its directory.
+    assert m["header"] == {"machine": "web-7"} and Path(recovered["path"]).parent.name == "web-7"
     again.stop()
