@@ -57,6 +57,9 @@ def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
         ("allow = [10]", "allow must be a list of CIDR strings"),
         ('token = "two words"', "the token must be one word"),
         ("ipv6_only = 1", "ipv6_only must be true or false"),
+        ("proxy_protocol = 1", "proxy_protocol must be true or false"),
+        ("trusted_proxy = [1]", "trusted_proxy must be a list of CIDR strings"),
+        ("advertise = 123456", "advertise must be an address"),
     ],
 )
 def test_config_values_of_the_wrong_type_are_refused_without_echoing_them(
