@@ -419,15 +419,20 @@ send() {
 		fi
 		# busybox nc half-closes at EOF and waits for the listener to close: bound it.
 		bb timeout "$_t" "${BB:-nc}" ${BB:+nc} -w 3 "$RESCUE_HOST" "$RESCUE_PORT" <"$WORKDIR/payload" \
-			>/dev/null 2>"$WORKDIR/nc.err"
+			>"$WORKDIR/nc.out" 2>"$WORKDIR/nc.err"
 		_rc=$?
-		if [ "$_rc" = 0 ]; then
+		# busybox nc exits 0 on a reset that follows its own EOF: the listener's refusal line is what tells.
+		_refused=$(bb grep -m 1 '^rescue: refused: ' "$WORKDIR/nc.out" 2>/dev/null)
+		if [ "$_rc" = 0 ] && [ -z "$_refused" ]; then
 			say "sent $_bytes bytes to $RESCUE_HOST:$RESCUE_PORT"
 			echo "$RESCUE_HOST:$RESCUE_PORT $_bytes" >"$SENT"
 			return 0
 		fi
-		_err=$(bb tail -n 1 "$WORKDIR/nc.err" 2>/dev/null)
+		_err=${_refused:-$(bb tail -n 1 "$WORKDIR/nc.err" 2>/dev/null)}
 		[ -n "$_err" ] || _err="nc exit status $_rc"
+		case $_refused in
+		*token* | *--allow*) break ;; # the same bytes would be refused again
+		esac
 		# A listener that is not up yet (or a route still settling): wait a little, then try again.
 		if [ "$(left)" -le 1 ]; then
 			_err="$_err (after $_try attempts)"
