@@ -76,6 +76,8 @@ SELF=$0
 WORKDIR=${RESCUE_WORKDIR:-$PREFIX/run/rescue}
 # shellcheck source=net.sh source-path=SCRIPTDIR
 . "$LIB/net.sh"
+# shellcheck source=identity.sh source-path=SCRIPTDIR
+. "$LIB/identity.sh"
 
 if [ "${1:-}" = __udhcpc ]; then # net.sh's udhcpc runs us back for its events
 	shift
@@ -128,18 +130,6 @@ neighbour_mac() {
 	# Last: busybox arping prints the reply's MAC itself ("Unicast reply from IP [MAC]").
 	bb arping -c 1 -w 1 -I "$2" "$1" 2>/dev/null | bb sed -n 's/.*reply from [^[]*\[\([0-9A-Fa-f:]*\)\].*/\1/p' |
 		bb head -n 1 | bb grep .
-}
-
-# The machine's stable name, as the collector's header gives it: the image's machine-id, else the DMI
-# product UUID (not an all-zero one), else the NIC's MAC without colons.
-machine_id() {
-	_m=$(bb head -n 1 "$PREFIX/etc/machine-id" 2>/dev/null)
-	if [ -z "$_m" ]; then
-		_m=$(bb cat "$PREFIX/sys/class/dmi/id/product_uuid" 2>/dev/null)
-		case $_m in *[1-9a-fA-F]*) ;; *) _m="" ;; esac
-	fi
-	[ -n "$_m" ] || _m=$(bb cat "$NETSYS/$1/address" 2>/dev/null | bb tr -d ':')
-	echo "$_m" | bb tr -c 'A-Za-z0-9._\n-' '_' | bb cut -c 1-64
 }
 
 # The generator's modprobe (kmod's, which knows compressed modules), else busybox's.
@@ -228,8 +218,8 @@ arm() {
 	nc_set enabled 1 || return 1
 	say "armed in $(took)s: $_dev $_src -> $RESCUE_HOST:$RESCUE_PORT via $_mac (${_via:+gateway $_via, }network: $NET_METHOD)"
 	# After enabling, so that the stream carries it.
-	_boot=$(bb head -n 1 "$PREFIX/proc/sys/kernel/random/boot_id" 2>/dev/null)
-	echo "rescue: boot=$_boot machine=$(machine_id "$_dev")" >"$PREFIX/dev/kmsg"
+	identity "$_dev"
+	identity_kmsg
 }
 
 arm

@@ -87,7 +87,7 @@ def test_arms_the_target_in_configfs_raises_the_loglevel_and_names_the_boot(
     }
     assert (root / "proc/sys/kernel/printk").read_text().strip() == "8"
     kmsg = (root / "dev/kmsg").read_text()
-    assert kmsg == f"rescue: boot={BOOT} machine=0123456789abcdef0123456789abcdef\n"
+    assert kmsg == f"<5>rescue: boot={BOOT} machine=0123456789abcdef0123456789abcdef\n"  # <5>: the level
     assert (
         "rescue: netconsole: armed in " in out
         and "lo 127.0.0.1 -> 127.0.0.1:4444 via 52:55:0a:00:02:02" in out
