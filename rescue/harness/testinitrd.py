@@ -94,9 +94,17 @@ def module_entries(kernel: Kernel, roots: Sequence[str], leave_out: Sequence[str
         return entries
 
 
-def collector_entries(config: Mapping[str, str], directory: Path | None = None) -> list[CpioEntry]:
+def collector_entries(
+    config: Mapping[str, str], directory: Path | None = None, kernel: Kernel | None = None
+) -> list[CpioEntry]:
     conf = "".join(f"{k}={v}\n" for k, v in config.items())
     files = [_file(f"lib/rescue/{f.name}", f.read_bytes(), 0o755) for f in collector_files(directory)]
+    if kernel is not None:
+        # What the generators' build hooks bake in: the kernel's PCI and virtio aliases, so the collector
+        # names the driver of a device even when that driver was left out of the image.
+        table = (kernel.moddir / "modules.alias").read_text(errors="replace").splitlines(keepends=True)
+        aliases = "".join(a for a in table if a.startswith(("alias pci:", "alias virtio:")))
+        files.append(_file("lib/rescue/kernel.alias", aliases.encode()))
     return [*files, _file("etc/rescue.conf", conf.encode())]
 
 
@@ -109,7 +117,7 @@ def initrd_entries(spec: InitrdSpec) -> list[CpioEntry]:
         CpioEntry(name="bin/sh", mode=stat.S_IFLNK | 0o777, data=b"busybox"),
         *klibc_entries(),
         *module_entries(spec.kernel, spec.modules, spec.leave_out),
-        *(collector_entries(spec.config, spec.collector_dir) if spec.collector else []),
+        *(collector_entries(spec.config, spec.collector_dir, spec.kernel) if spec.collector else []),
         *(_file(name.lstrip("/"), data) for name, data in spec.files.items()),
     ]
     # The kernel opens /dev/console before /init runs, before devtmpfs is mounted: it must be in the archive.

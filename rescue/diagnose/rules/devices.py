@@ -5,7 +5,7 @@ devices.txt (hooks/collector/evidence.sh) has one line per PCI or virtio device 
 `<sysfs path> class=<hex class|-> modalias=<modalias> module=<module|-> in_image=<yes|no|->`. Only disks
 and network devices count (PCI classes 01 and 02, virtio net, block and scsi): an unbound sound card or
 balloon says nothing about a failed boot. When the root's device is missing too, storage-driver-missing
-is derived from this finding and names the module (rules/storage.py).
+is derived from this finding, names the module (rules/storage.py) and replaces it.
 """
 
 from __future__ import annotations
@@ -27,4 +27,7 @@ DEVICE_DRIVER_MISSING = Rule(
     matches=(modcheck("in_image=no", _DEVICE + r" module=(?P<module>[A-Za-z0-9_]+) in_image=no$"),),
     fix=_fix,
     group_by=("module",),
+    # The root's disk among them: storage-driver-missing, derived from this, is the root cause and says it
+    # with the same line and fix (a warning above the error it explains would bury the headline).
+    yields_to=("storage-driver-missing",),
 )

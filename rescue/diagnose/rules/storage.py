@@ -40,6 +40,5 @@ STORAGE_DRIVER_MISSING = Rule(
         Cause("module-unknown-symbol", (("module", "module"),)),
         Cause("module-missing", (("module", "module"),)),
         Cause("module-version-mismatch", (("module", "module"),)),
-        Cause("device-driver-missing", (("module", "module"),)),
     ),
 )
