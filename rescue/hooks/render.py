@@ -32,6 +32,7 @@ INITRAMFS_TOOLS_FILES = (
 DRACUT_FILES = (
     "module-setup.sh",
     "rescue-emergency.sh",
+    "rescue-always.sh",
     "rescue-netconsole.sh",
     "rescue-watchdog-start.sh",
     "rescue-watchdog-stop.sh",

@@ -70,9 +70,9 @@ def test_render_dracut_is_a_module_dir(tmp_path: Path) -> None:
     proc = rescue("hooks", "render", "--out", str(out), "--flavor", "dracut")
     assert proc.returncode == 0, proc.stderr
     names = sorted(p.name for p in (out / "90rescue-send").iterdir())
-    assert names == ["collector", "module-setup.sh", "rescue-emergency.sh", "rescue-netconsole.sh",
-                     "rescue-watchdog-start.sh", "rescue-watchdog-stop.sh", "rescue-watchdog.service",
-                     "rescue.conf"]  # fmt: skip
+    assert names == ["collector", "module-setup.sh", "rescue-always.sh", "rescue-emergency.sh",
+                     "rescue-netconsole.sh", "rescue-watchdog-start.sh", "rescue-watchdog-stop.sh",
+                     "rescue-watchdog.service", "rescue.conf"]  # fmt: skip
     assert (out / "90rescue-send/rescue-watchdog.service").stat().st_mode & 0o777 == 0o644
     collector = sorted(p.name for p in (REPO / "hooks/collector").iterdir())
     assert {"collect.sh", "conf.sh", "modcheck.awk", "net.sh"} <= set(collector)

@@ -115,6 +115,7 @@ def test_dracut_image_has_the_module(dracut_image: Path) -> None:
                  "lib/dracut/hooks/emergency/50-rescue-emergency.sh",
                  "lib/rescue/netconsole.sh", "lib/dracut/hooks/initqueue/settled/90-rescue-netconsole.sh",
                  "lib/dracut/hooks/pre-mount/05-rescue-netconsole.sh",
+                 "lib/dracut/hooks/pre-mount/90-rescue-always.sh",
                  f"lib/modules/{KVER}/{ko('kernel/fs/btrfs/btrfs.ko')}",
                  f"lib/modules/{KVER}/{ko('kernel/drivers/net/netconsole.ko')}"):  # fmt: skip
         assert path in files, path

@@ -102,6 +102,8 @@ install() {
 	# was found before the first settled hook ran (netconsole.sh runs once per boot).
 	inst_hook initqueue/settled 90 "$moddir/rescue-netconsole.sh"
 	inst_hook pre-mount 05 "$moddir/rescue-netconsole.sh"
+	# rescue.always=1: send on every boot, late before the mount (the root device has had its chance).
+	inst_hook pre-mount 90 "$moddir/rescue-always.sh"
 	# The watchdog: with the shell init from a cmdline hook, with systemd as a unit (see watchdog.sh).
 	inst_hook cmdline 99 "$moddir/rescue-watchdog-start.sh"
 	inst_hook pre-pivot 99 "$moddir/rescue-watchdog-stop.sh"
