@@ -21,55 +21,12 @@ LIB=${0%/*}
 [ "$LIB" != "$0" ] || LIB=.
 # shellcheck source=conf.sh source-path=SCRIPTDIR
 . "$LIB/conf.sh"
+# shellcheck source=base.sh source-path=SCRIPTDIR
+. "$LIB/base.sh"
 
 say() {
 	echo "rescue: netconsole: $*"
 	echo "$*" >>"$STATE"
-}
-
-BB=""
-for _b in /bin/busybox /usr/bin/busybox /sbin/busybox /lib/rescue/busybox; do
-	if [ -x "$_b" ]; then
-		BB=$_b
-		break
-	fi
-done
-
-bb() {
-	if [ -n "$BB" ]; then
-		"$BB" "$@"
-	else
-		"$@"
-	fi
-}
-
-now() {
-	bb date +%s
-}
-
-left() {
-	_l=$((DEADLINE - $(now)))
-	[ "$_l" -gt 0 ] || _l=0
-	echo "$_l"
-}
-
-CMDLINE=""
-[ -r "$PREFIX/proc/cmdline" ] && CMDLINE=$(bb cat "$PREFIX/proc/cmdline")
-
-cmdline_arg() {
-	_found=1
-	set -f
-	for _w in $CMDLINE; do
-		case $_w in
-		"$1="*)
-			_val=${_w#*=}
-			_found=0
-			;;
-		esac
-	done
-	set +f
-	[ "$_found" = 0 ] && echo "$_val"
-	return "$_found"
 }
 
 SELF=$0
