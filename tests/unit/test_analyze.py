@@ -13,6 +13,7 @@ from rescue.diagnose.analyze import analyze_path, analyze_text
 from rescue.diagnose.rules import RULES
 from rescue.diagnose.rules.base import GENERATORS
 from rescue.errors import RescueError
+from tests.data import RECORDED_KERNEL
 
 # Lines as the kernel (6.1 format strings), initramfs-tools 0.142, dracut 059 and busybox print them.
 # Each maps to the finding it must raise and the params it must name.
@@ -428,22 +429,22 @@ def test_capture_directory_uses_modcheck_and_info(tmp_path: Path) -> None:
         tmp_path,
         {
             "modcheck.txt": MODCHECK,
-            "info.txt": "KERNEL=6.1.0-56-cloud-amd64\nGENERATOR=dracut\nROOTFSTYPE=btrfs\n",
+            "info.txt": f"KERNEL={RECORDED_KERNEL}\nGENERATOR=dracut\nROOTFSTYPE=btrfs\n",
             "dmesg.txt": "[    8.9] btrfs: Unknown symbol crc32c (err -2)\n",
             "crypto.txt": "name         : crc32c\ndriver       : crc32c-generic\n",
         },
-        {"status": "complete", "header": {"kernel": "6.1.0-56-cloud-amd64"}, "files": []},
+        {"status": "complete", "header": {"kernel": RECORDED_KERNEL}, "files": []},
     )
     report = analyze_path(cap)
-    assert report.kernel == "6.1.0-56-cloud-amd64"
+    assert report.kernel == RECORDED_KERNEL
     assert report.generator == "dracut"
     crc = report.findings[0]
     assert crc.id == "btrfs-crc32c-missing"
     assert {e.file for e in crc.evidence} == {"modcheck.txt", "dmesg.txt"}
     assert (
-        "libcrc32c" in crc.fix["dracut"] and "dracut --force --kver 6.1.0-56-cloud-amd64" in crc.fix["dracut"]
+        "libcrc32c" in crc.fix["dracut"] and f"dracut --force --kver {RECORDED_KERNEL}" in crc.fix["dracut"]
     )
-    assert crc.fix["initramfs-tools"].endswith("update-initramfs -u -k 6.1.0-56-cloud-amd64")
+    assert crc.fix["initramfs-tools"].endswith(f"update-initramfs -u -k {RECORDED_KERNEL}")
     soft = [f for f in report.findings if f.id == "module-softdep-missing"]
     assert soft and soft[0].severity == "info" and soft[0].params["module"] == ["xxhash64"]
     text = report.render()
