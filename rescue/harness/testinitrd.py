@@ -27,7 +27,8 @@ from rescue.run import run
 BUSYBOX = Path("/bin/busybox")
 KLIBC_BIN = Path("/usr/lib/klibc/bin")
 # What a btrfs-root machine's initramfs needs: the virtio devices qemu gives it, and the root filesystem.
-DEFAULT_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "btrfs")
+# ata_piix: the IDE controller every qemu `pc` machine has, which real images (MODULES=most) drive too.
+DEFAULT_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ata_piix", "btrfs")
 NETCONSOLE_MODULES = ("netconsole", "configfs")  # what the hooks' build scripts add for netconsole.sh
 LONG_MESSAGE = "rescue-test: long " + "Grüße aus dem Kernel, " * 30 + "end"
 _DIRS = ("bin", "sbin", "dev", "etc", "lib", "lib/rescue", "newroot", "proc", "root", "run", "sys", "tmp",

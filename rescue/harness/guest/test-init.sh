@@ -54,8 +54,8 @@ for arg in $cmdline; do
     esac
 done
 
-# No udev here: load the virtio bus before the devices on it.
-for mod in virtio_pci virtio_blk virtio_net; do
+# No udev here: load the virtio bus before the devices on it, and the IDE controller of qemu's `pc`.
+for mod in virtio_pci virtio_blk virtio_net ata_piix; do
     modprobe "$mod" 2>/dev/null || true
 done
 
