@@ -5,11 +5,11 @@ Shared by rescue analyze (lines of logs) and rescue check-image (modules missing
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rescue.diagnose.rules import RULE_ORDER, RULES, RULES_BY_ID, Context, Rule
+from rescue.diagnose.rules import RULE_ORDER, RULES, RULES_BY_ID, Cause, Context, Rule
 from rescue.diagnose.rules.base import CLEARED
 
 SEVERITIES = ("error", "warning", "info")
@@ -114,7 +114,7 @@ def build_findings(
 ) -> list[Finding]:
     """Turn matched lines into findings, link consequences to causes, order root causes first."""
     findings: list[Finding] = []
-    for d in settle(list(drafts)):
+    for d in settle(list(drafts), defaults or {}):
         if not d.raised:
             continue
         params = {k: list(v) for k, v in d.params.items()}
@@ -140,9 +140,10 @@ def build_findings(
 _DERIVED = tuple(r for r in RULES if r.promote is not None and r.promote.derive)
 
 
-def settle(drafts: list[Draft]) -> list[Draft]:
+def settle(drafts: list[Draft], defaults: Mapping[str, str] | None = None) -> list[Draft]:
     """The one place where lines of different rules weigh on each other (Rule.promote, Rule.yields_to,
-    rules.base.clears): drafts of a cleared rule go, support lines are promoted, moot findings yield."""
+    rules.base.clears): drafts of a cleared rule go, support lines are promoted, moot findings yield.
+    `defaults` are what the capture says (build_findings), for a Promote.fits to weigh."""
     cleared = {d.rule.id for d in drafts if CLEARED in d.params}
     drafts = [d for d in drafts if d.rule.id not in cleared]
     have = {d.rule.id for d in drafts}
@@ -151,17 +152,19 @@ def settle(drafts: list[Draft]) -> list[Draft]:
         p = d.rule.promote
         if d.raised or p is None:
             continue
-        if p.given and not any(o.raised and o.rule.id in p.given for o in drafts):
+        given = [o for o in drafts if o.raised and o.rule.id in p.given]
+        if p.given and not given:
             continue
+        told = _told(given, defaults or {})
         for other in drafts:
             if other is d or not other.raised or other.rule.id not in p.ids:
                 continue
             values = other.params.get(p.param, {}) if p.param else {"": None}
-            if p.values is not None and not any(p.values.fullmatch(v) for v in values):
+            named = [v for v in values if p.admits(v, told)]
+            if not named:
                 continue
             d.raised = True
             if p.derive and p.param and p.values is not None:
-                named = [v for v in values if p.values.fullmatch(v)]
                 d.params.setdefault(p.param, {}).update((v, None) for v in named)
                 # the lines that name it (the mount of /sysroot, not the file system's own complaints)
                 shown = [e for e in other.evidence if any(v in e.text for v in named)] or other.evidence
@@ -172,8 +175,26 @@ def settle(drafts: list[Draft]) -> list[Draft]:
                 for key, found in other.params.items():
                     d.params.setdefault(key, {}).update(found)
     drafts += _otherwise(drafts)
-    raised = {d.rule.id for d in drafts if d.raised}
-    return [d for d in drafts if not raised & set(d.rule.yields_to)]
+    raised = [d for d in drafts if d.raised]
+    return [d for d in drafts if not any(_yields(d, to, raised) for to in d.rule.yields_to)]
+
+
+def _told(given: list[Draft], defaults: Mapping[str, str]) -> dict[str, list[str]]:
+    """What the findings a Promote is given name, and what the capture says where their lines do not."""
+    told: dict[str, list[str]] = {}
+    for o in given:
+        for key, found in o.params.items():
+            told.setdefault(key, []).extend(found)
+        for key in o.rule.from_context:
+            if key not in o.params and key in defaults:
+                told.setdefault(key, []).append(defaults[key])
+    return told
+
+
+def _yields(d: Draft, to: str | Cause, raised: list[Draft]) -> bool:
+    """Whether a raised finding makes this one moot: any of rule `to`, or of a Cause whose params agree."""
+    cause = Cause(to) if isinstance(to, str) else to
+    return any(o.rule.id == cause.id and _agree(d.params, o.params, cause.same) for o in raised)
 
 
 def _otherwise(drafts: list[Draft]) -> list[Draft]:
@@ -194,17 +215,19 @@ def link(findings: list[Finding]) -> None:
     for f in findings:
         rule = RULES_BY_ID.get(f.id)
         for cause in rule.caused_by if rule else ():
-            found = next(
-                (c for c in findings if c.id == cause.id and c is not f and _agree(f, c, cause.same)), None
-            )
+            agree = (c for c in findings if c is not f and _agree(f.params, c.params, cause.same))
+            found = next((c for c in agree if c.id == cause.id), None)
             if found:
                 f.caused_by, f.cause = cause.id, found
                 break
 
 
-def _agree(f: Finding, cause: Finding, same: tuple[tuple[str, str], ...]) -> bool:
-    for mine, theirs in same:
-        a, b = set(f.params.get(mine, [])), set(cause.params.get(theirs, []))
+def _agree(
+    mine: Mapping[str, Iterable[str]], theirs: Mapping[str, Iterable[str]], same: tuple[tuple[str, str], ...]
+) -> bool:
+    """Params that `same` pairs share a value, or one side does not know it."""
+    for key, their_key in same:
+        a, b = set(mine.get(key, ())), set(theirs.get(their_key, ()))
         if a and b and not a & b:
             return False
     return True

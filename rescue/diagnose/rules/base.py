@@ -38,7 +38,9 @@ class Promote:
     root's side: their evidence moves into this one and they are not reported apart. With `derive` the rule
     needs no line of its own: such a finding raises it, naming the matching values of `param` and showing
     that finding's evidence, when one of `given` is present too (a storage driver that cannot load, and the
-    root's disk never appears)."""
+    root's disk never appears). With `fits`, a value counts only when fits(value, told) holds, `told` being
+    the params of the `given` findings, completed from the capture as their rule's from_context allows (a
+    disk controller counts only when it can carry the root device they name)."""
 
     ids: tuple[str, ...]
     param: str | None = None
@@ -46,6 +48,12 @@ class Promote:
     absorb: bool = False
     derive: bool = False
     given: tuple[str, ...] = ()
+    fits: Callable[[str, Mapping[str, Sequence[str]]], bool] | None = None
+
+    def admits(self, value: str, told: Mapping[str, Sequence[str]]) -> bool:
+        if self.values is not None and not self.values.fullmatch(value):
+            return False
+        return self.fits is None or self.fits(value, told)
 
 
 @dataclass(frozen=True)
@@ -71,9 +79,10 @@ class Rule:
     constants: tuple[tuple[str, str], ...] = ()  # params every finding of this rule has
     from_context: tuple[str, ...] = ()  # params taken from the capture when the lines do not say (fs)
     # Cross-line evidence, all settled in findings.settle: support lines that raise the finding given another
-    # finding; findings that make this one moot (the layer under it failed); see also clears() below.
+    # finding; findings that make this one moot (the layer under it failed), a Cause when only one whose
+    # params agree does (it names the same module); see also clears() below.
     promote: Promote | None = None
-    yields_to: tuple[str, ...] = ()
+    yields_to: tuple[str | Cause, ...] = ()
 
 
 def log(
