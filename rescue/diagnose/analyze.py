@@ -26,6 +26,10 @@ def analyze_inputs(inputs: Inputs) -> Report:
     fstype = inputs.info.get("ROOTFSTYPE") or cmdline.get("rootfstype", "")
     if fstype and fstype != "auto":
         defaults["fs"] = fstype
+    # The root device the boot asked for, as the collector saw it, else root= (dracut may write block:...).
+    root = (inputs.info.get("ROOT") or cmdline.get("root", "")).removeprefix("block:")
+    if root:
+        defaults["device"] = root
     findings = build_findings(drafts, ctx, defaults)
     if hints.failure and not any(f.severity == "error" for f in findings):
         findings.insert(0, unexplained(inputs, hints.failure, ctx))

@@ -99,7 +99,8 @@ ROOT_DEVICE_MISSING = Rule(
     # Without its initramfs the kernel looks for root= itself, and fails: that is no finding of its own.
     yields_to=("initramfs-unpack-failed",),
     fix=_fix_root_device,
-    from_context=("fs",),
+    # the root the boot names (ROOT=, root=) when no line says which device: storage.carries_root reads it
+    from_context=("fs", "device"),
     caused_by=(
         # A btrfs device is "ready" for udev and systemd only once btrfs.ko has registered it.
         Cause("btrfs-crc32c-missing", (("fs", "fs"),)),
