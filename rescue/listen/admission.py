@@ -23,11 +23,11 @@ from rescue.capture.store import Capture, Store
 from rescue.listen.config import Settings
 from rescue.listen.connection import Connection
 from rescue.listen.events import Events
+from rescue.listen.limits import draining_beside
 from rescue.listen.refusal import REFUSAL_DRAIN
 from rescue.units import human_size
 
 REJECT_WINDOW = 60.0  # a peer's rejected streams within this many seconds share one capture
-MAX_DRAINING = 256  # refused senders read for a moment at once; beyond, they are reset at once
 REFUSED_WINDOW = 10.0  # refusals of one peer for one reason: the first said, the rest counted this long
 
 
@@ -155,9 +155,10 @@ class Admission:
                 text = f"refused {peer} {count} more time(s) in {REFUSED_WINDOW:.0f}s: {reason}"
                 self.events.event("refused", text, peer=peer, reason=reason, count=count)
 
-    def drain_refusals(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """May one more refused sender be read for a moment before its reset? (Bounded in number.)"""
-        if self.draining >= MAX_DRAINING:
+    def drain_refusals(self, loop: asyncio.AbstractEventLoop, s: Settings) -> bool:
+        """May one more refused sender be read for a moment before its reset? (Bounded in number, within
+        the open-file limit: listen.limits.)"""
+        if self.draining >= draining_beside(s.max_connections):
             return False
         self.draining += 1
         loop.call_later(REFUSAL_DRAIN + 0.1, self._drained)

@@ -1,4 +1,5 @@
-"""The open-file limit a burst needs: each connection holds its socket and its spool file.
+"""The open-file limit a burst needs: each connection holds its socket and its spool file, each refused
+sender its socket while it reads its refusal.
 
 systemd's default soft limit (1024) is far below what 2,000 simultaneous senders need; the hard limit
 usually allows it. The listener raises its soft limit to the hard one by itself, and when even that is too
@@ -21,6 +22,7 @@ from rescue.listen.events import Events
 
 FDS_PER_CONNECTION = 2  # the socket and the spool file
 FDS_RESERVED = 64  # the listening socket, the worker pool's pipes, the index, the log, stdio
+MAX_DRAINING = 256  # refused senders read for a moment at once; beyond, they are reset at once
 
 
 def raise_open_files() -> tuple[int, int]:
@@ -38,8 +40,18 @@ def raise_open_files() -> tuple[int, int]:
 
 
 def connections_within(open_files: int, wanted: int) -> int:
-    """How many connections fit in this open-file limit, at most `wanted`."""
-    return max(1, min(wanted, (open_files - FDS_RESERVED) // FDS_PER_CONNECTION))
+    """How many connections fit in this open-file limit beside their refused senders (draining_beside),
+    at most `wanted`."""
+    spare = open_files - FDS_RESERVED
+    # Up to 1280 spare descriptors, a fifth go to refused senders (half as many as connections); above,
+    # MAX_DRAINING of them.
+    fits = max((spare - MAX_DRAINING) // FDS_PER_CONNECTION, spare * 2 // 5)
+    return max(1, min(wanted, fits))
+
+
+def draining_beside(max_connections: int) -> int:
+    """How many refused senders may be read for a moment at once beside max_connections connections."""
+    return max(1, min(MAX_DRAINING, max_connections // 2))
 
 
 def fit_open_files(settings: Settings, events: Events) -> Settings:

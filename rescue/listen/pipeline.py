@@ -4,9 +4,9 @@
    group commit (capture.commit: one syncfs per batch) makes it durable; only then does the sender get its
    clean close. If the commit fails it gets a reset instead: a sender whose bundle is not kept never sees
    a clean close.
-2. Extraction, verification, diagnosis and the manifest run in a bounded pool of worker processes
-   (listen.finalize), so diagnosis never competes with receiving for the GIL. At most IN_FLIGHT_PER_WORKER
-   jobs per worker are handed over; the rest wait as small Job values while their bytes wait on disk:
+2. Extraction, verification, diagnosis and the manifest run in worker processes (listen.workers,
+   listen.finalize), so diagnosis never competes with receiving for the GIL. Only as many jobs as the
+   workers can hold are handed over; the rest wait as small Job values while their bytes wait on disk:
    when diagnosis lags, memory does not grow with the backlog.
 3. A second group commit covers the extracted files and the manifest; then the capture is announced.
 """
@@ -14,14 +14,12 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import multiprocessing
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
 import os
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +28,8 @@ from rescue.capture.manifest import Status
 from rescue.listen.config import Settings
 from rescue.listen.connection import Received
 from rescue.listen.finalize import Job, finalize_job
+from rescue.listen.workers import WorkerDied, Workers
 
-IN_FLIGHT_PER_WORKER = 2
 Durable = Callable[[OSError | None], None]
 
 
@@ -46,6 +44,7 @@ class Pipeline:
         loop: asyncio.AbstractEventLoop,
         on_stored: Callable[[Job, dict[str, Any]], None],
         on_failed: Callable[[Job, BaseException], None],
+        on_trouble: Callable[[str], None],
         workers: int = 0,
     ) -> None:
         self.loop = loop
@@ -55,13 +54,7 @@ class Pipeline:
         self.queue: deque[Job] = deque()
         self.in_flight = 0
         self.committing = 0
-        self._pool = self._new_pool()
-
-    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        # forkserver: the listener has threads (commit, index); a fork of it could inherit a held lock.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["rescue.listen.finalize"])
-        return concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx)
+        self._workers = Workers(loop, finalize_job, self.workers, on_trouble)
 
     # 1. durable spool, then the sender's close -------------------------------------------------------
 
@@ -89,26 +82,19 @@ class Pipeline:
     # 2. the worker processes ---------------------------------------------------------------------
 
     def _pump(self) -> None:
-        while self.queue and self.in_flight < self.workers * IN_FLIGHT_PER_WORKER:
+        while self.queue and self.in_flight < self._workers.capacity:
             job = self.queue.popleft()
             self._submit(job, retry=True)
 
     def _submit(self, job: Job, *, retry: bool) -> None:
         self._busy(+1, "in_flight")
-        try:
-            fut = self._pool.submit(finalize_job, job)
-        except BrokenProcessPool:
-            self._pool = self._new_pool()
-            fut = self._pool.submit(finalize_job, job)
-        fut.add_done_callback(lambda f: self.loop.call_soon_threadsafe(self._finalized, job, f, retry))
+        self._workers.submit(job).add_done_callback(lambda fut: self._finalized(job, fut, retry))
 
-    def _finalized(self, job: Job, fut: concurrent.futures.Future[dict[str, Any]], retry: bool) -> None:
+    def _finalized(self, job: Job, fut: asyncio.Future[dict[str, Any]], retry: bool) -> None:
         try:
             error = fut.exception()
-            if isinstance(error, BrokenProcessPool) and retry:
-                # A worker died (the OOM killer, a signal): a new pool, and this job once more.
-                self._pool = self._new_pool()
-                self._submit(job, retry=False)
+            if isinstance(error, WorkerDied) and retry:
+                self._submit(job, retry=False)  # its worker died (the OOM killer, a signal): once more
             elif error is not None:
                 self.on_failed(job, error)
             else:
@@ -151,7 +137,7 @@ class Pipeline:
             await asyncio.sleep(0.05)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._workers.close()
         self.commit.close()
         # multiprocessing's helpers (the fork server, the resource tracker) would outlive the listener for
         # a moment, holding its stdout, stderr and directory: stop them now (CPython's own tests do so).

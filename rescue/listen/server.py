@@ -84,7 +84,7 @@ class ListenServer:
         self.gate.refused(peer, reason)
 
     def drain_refusals(self) -> bool:
-        return not self.stopping.is_set() and self.gate.drain_refusals(self.loop)
+        return not self.stopping.is_set() and self.gate.drain_refusals(self.loop, self.settings)
 
     def finalize(self, received: Received, on_durable: Durable | None) -> None:
         """A connection ended: into the pipeline (listen.pipeline), which tells on_durable when to close."""
@@ -181,7 +181,8 @@ class ListenServer:
             )
         lock.shared()
         await asyncio.wrap_future(self.fleet.start())
-        self.pipeline = Pipeline(self.settings.dir, self.loop, self._stored, self._failed)
+        trouble = lambda e: self.events.event("error", e, error=e)  # noqa: E731
+        self.pipeline = Pipeline(self.settings.dir, self.loop, self._stored, self._failed, trouble)
         try:
             await self._serve()
         finally:

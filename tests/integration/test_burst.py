@@ -55,14 +55,15 @@ def test_a_low_hard_limit_admits_fewer_and_says_so(tmp_path: Path) -> None:
     lst = Listener(tmp_path / "captures", wrap=["prlimit", "--nofile=200:200", "--"])
     try:
         limit = next(e for e in lst.events if e["event"] == "error")  # said before "listening"
-        assert limit["max_connections"] == (200 - 64) // 2 and limit["open_files"] == 200
+        most = limit["max_connections"]  # each holds 2 descriptors, and half as many refused senders 1
+        assert limit["open_files"] == 200 and most >= 40 and 2 * most + most // 2 <= 200 - 64
         run = fleet(lst.port, 300, concurrency=300)
         sent = sum(o.result == "sent" for o in run.outcomes)
         lst.captures(sent, timeout=120)
     finally:
         lst.stop()
     kept = assert_lossless(run, lst.dir)
-    assert sent >= 68 and sum(s == "complete" for s in kept.values()) >= sent
+    assert sent >= most and sum(s == "complete" for s in kept.values()) >= sent
     assert "Traceback" not in lst.stderr_now()
 
 
