@@ -194,7 +194,7 @@ def _told(given: list[Draft], defaults: Mapping[str, str]) -> dict[str, list[str
 def _yields(d: Draft, to: str | Cause, raised: list[Draft]) -> bool:
     """Whether a raised finding makes this one moot: any of rule `to`, or of a Cause whose params agree."""
     cause = Cause(to) if isinstance(to, str) else to
-    return any(o.rule.id == cause.id and _agree(d.params, o.params, cause.same) for o in raised)
+    return any(o.rule.id == cause.id and _agree(d.params, o.params, cause) for o in raised)
 
 
 def _otherwise(drafts: list[Draft]) -> list[Draft]:
@@ -215,20 +215,18 @@ def link(findings: list[Finding]) -> None:
     for f in findings:
         rule = RULES_BY_ID.get(f.id)
         for cause in rule.caused_by if rule else ():
-            agree = (c for c in findings if c is not f and _agree(f.params, c.params, cause.same))
+            agree = (c for c in findings if c is not f and _agree(f.params, c.params, cause))
             found = next((c for c in agree if c.id == cause.id), None)
             if found:
                 f.caused_by, f.cause = cause.id, found
                 break
 
 
-def _agree(
-    mine: Mapping[str, Iterable[str]], theirs: Mapping[str, Iterable[str]], same: tuple[tuple[str, str], ...]
-) -> bool:
-    """Params that `same` pairs share a value, or one side does not know it."""
-    for key, their_key in same:
+def _agree(mine: Mapping[str, Iterable[str]], theirs: Mapping[str, Iterable[str]], cause: Cause) -> bool:
+    """Params that the cause's `same` pairs share a value, or one side does not know it (unless `known`)."""
+    for key, their_key in cause.same:
         a, b = set(mine.get(key, ())), set(theirs.get(their_key, ()))
-        if a and b and not a & b:
+        if (a and b and not a & b) or (cause.known and not (a and b)):
             return False
     return True
 

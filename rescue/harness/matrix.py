@@ -98,7 +98,7 @@ def cell(image: ImageKind, failure: str, kernel: Kernel) -> Cell:
     disk, expected = "btrfs", None
     if failure == "btrfs-dep-missing":
         drop = (btrfs_dependency(kernel.moddir),)
-        expected = "btrfs-crc32c-missing" if drop == ("libcrc32c",) else "module-unknown-symbol"
+        expected = "btrfs-crc32c-missing" if drop == ("libcrc32c",) else "module-missing"
     elif failure == "root-device-missing":
         root, expected = ["root=/dev/vdb", "rootfstype=btrfs"], "root-device-missing"
     elif failure == "fs-driver-missing":

@@ -648,3 +648,23 @@ def test_the_generator_is_told_from_its_messages(text: str, generator: str) -> N
     assert report.generator == generator
     assert f"fix ({generator})" in report.render()
     assert all(g == generator or f"fix ({g})" not in report.render() for g in GENERATORS)
+
+
+def test_a_dependency_the_module_check_finds_missing_explains_the_unknown_symbols(tmp_path: Path) -> None:
+    # The lines of the recorded 7.2 boot (tests/captures/matrix-initramfs-tools-sid-btrfs-dep-missing).
+    dmesg = "[   49.105110] btrfs: Unknown symbol blake2b_final (err -2)\n"
+    cap = _capture(tmp_path, {"modcheck.txt": "need libblake2b dep btrfs missing\n", "dmesg.txt": dmesg})
+    first, then = analyze_path(cap).findings[:2]
+    assert (first.id, first.params["module"]) == ("module-missing", ["libblake2b"])
+    assert (then.id, then.caused_by) == ("module-unknown-symbol", "module-missing")
+
+
+def test_a_module_missing_for_another_module_explains_nothing(tmp_path: Path) -> None:
+    dmesg = "[   49.1] btrfs: Unknown symbol blake2b_final (err -2)\n"
+    others = {
+        "modcheck": {"modcheck.txt": "need dm_crypt dep dm_mod missing\n"},
+        "log": {"console.log": "modprobe: FATAL: Module dm_crypt not found in directory /lib/modules/7.2\n"},
+    }
+    for name, files in others.items():  # another module's dependency; a line that names no parent
+        found = analyze_path(_capture(tmp_path / name, {**files, "dmesg.txt": dmesg})).findings
+        assert [f.caused_by for f in found if f.id == "module-unknown-symbol"] == [None], name

@@ -43,7 +43,7 @@ def test_thirty_cells_each_with_its_own_failure(tmp_path: Path) -> None:
     assert len(cells) == 30 == len({c.name for c in cells})
     by_failure = {f: [c for c in cells if c.failure == f] for f in FAILURES}
     assert {c.drop for c in by_failure["btrfs-dep-missing"]} == {("libblake2b",)}
-    assert {c.expected for c in by_failure["btrfs-dep-missing"]} == {"module-unknown-symbol"}
+    assert {c.expected for c in by_failure["btrfs-dep-missing"]} == {"module-missing"}
     assert all("root=/dev/vdb" in c.cmdline for c in by_failure["root-device-missing"])
     assert {(c.drop, c.disk) for c in by_failure["fs-driver-missing"]} == {(("xfs",), "xfs")}
     assert {c.drop for c in by_failure["storage-driver-missing"]} == {("virtio_blk",)}

@@ -25,10 +25,12 @@ class Match:
 
 @dataclass(frozen=True)
 class Cause:
-    """A finding that, when present, explains this one; `same` pairs params that must agree if both known."""
+    """A finding that, when present, explains this one; `same` pairs params that must agree if both known
+    (with `known`: that both sides know and share)."""
 
     id: str
     same: tuple[tuple[str, str], ...] = ()
+    known: bool = False
 
 
 @dataclass(frozen=True)
