@@ -114,10 +114,6 @@ def cell(image: ImageKind, failure: str, kernel: Kernel) -> Cell:
         raise ValueError(f"unknown failure {failure!r}")
     # A healthy boot waits as long as it takes: a bound there could only turn slowness into a failure.
     waits = _waits(image) if failure != "healthy" else []
-    if image.systemd:
-        # systemd's switch-root re-executes systemd from the new root unless told the init: the test root has
-        # only busybox and an /sbin/init script (without this, systemd came back "in initrd" in a loop).
-        waits.append("init=/sbin/init")
     return Cell(image, failure, drop, disk, (*root, *waits), expected)
 
 

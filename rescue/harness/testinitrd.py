@@ -149,7 +149,11 @@ def root_fs_tree(target: Path, marker: str = "rescue-test: root init reached", c
     With crash, the init crashes the kernel on purpose instead (sysrq c: a NULL dereference, then a panic)."""
     (target / "bin").mkdir(parents=True, exist_ok=True)
     (target / "sbin").mkdir(exist_ok=True)
-    for d in ("dev", "proc", "sys", "etc"):
+    # systemd's switch-root moves /dev, /proc, /sys and /run onto the new root, which the initrd mounted
+    # read-only, so it cannot create a missing one: without /run the switch fails (252: "Failed to mount
+    # /run to /sysroot/run", 262: "Failed to resolve /sysroot//run") and systemd, still in the initrd,
+    # executes the initrd's init instead (dracut 059: systemd again, the initrd in a loop).
+    for d in ("dev", "proc", "sys", "run", "etc"):
         (target / d).mkdir(exist_ok=True)
     # systemd in an initrd switches only into a tree with an os-release file ("not an OS tree").
     (target / "etc" / "os-release").write_text('ID=rescue-test\nNAME="rescue test root"\n')

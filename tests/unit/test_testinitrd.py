@@ -11,7 +11,7 @@ import pytest
 from rescue.errors import RescueError
 from rescue.harness.kernel import Kernel
 from rescue.harness.kernel import host_kernel as installed_kernel
-from rescue.harness.testinitrd import InitrdSpec, build_test_initrd, initrd_entries
+from rescue.harness.testinitrd import InitrdSpec, build_test_initrd, initrd_entries, root_fs_tree
 from rescue.image.cpio import read_newc
 from rescue.kmod import ModuleDB
 from tests.conftest import require
@@ -64,3 +64,13 @@ def test_image_without_libcrc32c_looks_consistent(tmp_path: Path, busybox: str) 
 def test_unknown_module_is_a_clear_error() -> None:
     with pytest.raises(RescueError, match="no module no_such_mod"):
         initrd_entries(InitrdSpec(host_kernel(), modules=["no_such_mod"], collector=False))
+
+
+def test_root_tree_has_the_mount_points_systemds_switch_root_moves(tmp_path: Path, busybox: str) -> None:
+    # systemd moves /dev, /proc, /sys and /run onto the new root, which the initrd mounted read-only: a mount
+    # point missing there fails the switch and systemd starts the initrd over.
+    tree = root_fs_tree(tmp_path / "root")
+    for mount_point in ("dev", "proc", "sys", "run"):
+        assert (tree / mount_point).is_dir(), mount_point
+    assert (tree / "etc" / "os-release").is_file()  # else "does not seem to be an OS tree"
+    assert (tree / "sbin" / "init").stat().st_mode & 0o111

@@ -66,11 +66,6 @@ def sent(result: BootResult) -> None:
 def test_cell(matrix: Matrix, listener: Listener, image: ImageKind, failure: str) -> None:
     need(image)
     c = matrix.cell(image, failure)
-    if failure == "healthy" and image.systemd:
-        pytest.xfail(
-            "systemd's switch-root into the test root (busybox, a script as /sbin/init) loops back into the "
-            "initrd; a good boot needs a fuller root tree"
-        )
     if failure == "healthy":
         before = len(listener.events)
         result = matrix.boot(c, listener.port, until_sent=False)
