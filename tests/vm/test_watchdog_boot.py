@@ -5,6 +5,8 @@
   20 s, is before initramfs-tools gives up at 30 s), and the diagnosis names virtio_blk (devices.txt).
 - dracut with systemd in the initrd and no rd.timeout=: systemd waits for the root without end, yet the
   watchdog unit sends.
+- dracut's shell init with its default rd.retry (180 s before it gives up): the watchdog, started from a
+  cmdline hook, sends while the initqueue still waits.
 - a good boot of the mkinitramfs image: nothing is sent and no watchdog process outlives the switch to the
   real root.
 """
@@ -37,7 +39,7 @@ def send_args(listener: Listener) -> list[str]:
     return [f"rescue.host={HOST_FROM_GUEST}", f"rescue.port={listener.port}"]
 
 
-def check_watchdog_bundle(listener: Listener, generator: str) -> dict[str, Any]:
+def check_watchdog_bundle(listener: Listener, generator: str, systemd: bool = False) -> dict[str, Any]:
     event = listener.wait_for("capture", 60)
     man = assert_stored_intact(event)
     assert man["sha256sums"] == "verified"
@@ -47,7 +49,7 @@ def check_watchdog_bundle(listener: Listener, generator: str) -> dict[str, Any]:
     event["analysis"] = man["analysis"]
     header = man["header"]
     # systemd in the initrd writes /etc/machine-id from qemu's uuid: the image's machine-id comes first.
-    machine = VM_UUID if generator == "initramfs-tools" else VM_UUID.replace("-", "")
+    machine = VM_UUID.replace("-", "") if systemd else VM_UUID
     assert header["machine"] == machine and header["uuid"] == VM_UUID, header
     assert Path(event["path"]).parent.name == machine
     assert header["mac"] == "52:54:00:12:34:56" and header["boot"] and header["kver"], header
@@ -95,6 +97,27 @@ def test_dracut_with_systemd_and_no_rd_timeout_sends_by_itself(harness: Harness,
     assert result.end and result.end.startswith("rescue: sent"), result.log_path
     log = result.log_path.read_text(errors="replace")
     assert "systemd" in log and "rd.timeout" not in log.split("Kernel command line")[1].split("\n")[0]
+    check_watchdog_bundle(listener, "dracut", systemd=True)
+
+
+def test_dracut_shell_init_sends_before_it_gives_up(harness: Harness, listener: Listener) -> None:
+    need("dracut", "dracut-core")
+    img = harness.workdir / "dracut-shell.img"
+    if not img.exists():
+        build_dracut_image(img, harness.generator_kernel()[0], host=HOST_FROM_GUEST, port=3333)
+    # No rd.retry, no rd.timeout: dracut's own wait (180 s); rescue.after=30 for less CI time, same path.
+    args = ("root=/dev/vdb", "rescue.after=30", "rescue.timeout=120", *send_args(listener))
+    spec = replace(
+        harness.spec(img, kernel=harness.generator_kernel()[1]),
+        cmdline=cmdline(*args, panic=False),
+        extra=("-uuid", VM_UUID),
+    )
+    result = harness.boot_until_sent(spec, "watchdog-dracut-shell", timeout=300)
+    assert result.end and result.end.startswith("rescue: sent"), result.log_path
+    log = result.log_path.read_text(errors="replace")
+    fired = log.index("the root filesystem is not mounted after 30s")
+    assert "Could not boot" not in log[:fired] and "rd.retry" not in log  # dracut still waited
+    assert "systemd[1]" not in log  # the shell init, not systemd
     check_watchdog_bundle(listener, "dracut")
 
 
