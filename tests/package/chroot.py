@@ -29,11 +29,13 @@ SUITE = "bookworm"
 SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 
 # What the chroot has before the .deb arrives: its Depends and Recommends (see debian/control), the kernel
-# and generator for update-initramfs, man-db for `man -w`. Kept in step with debian/control by the test,
+# and generator for update-initramfs, dracut-core for `hooks install --flavor dracut --update` (it sits beside
+# initramfs-tools), man-db for `man -w`. Kept in step with debian/control by the test,
 # which fails when installing the .deb pulls in anything else.
 PACKAGES = (
     "linux-image-cloud-amd64",
     "initramfs-tools",
+    "dracut-core",
     "man-db",
     "python3",
     "python3-pexpect",

@@ -7,6 +7,7 @@ and purges it again: nothing it added may stay behind. Needs root (chroot, mount
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -14,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,48 +251,89 @@ def test_listener_from_the_units_exec_start(system: Chroot) -> None:
     shutil.rmtree(system.path("/run/credentials"))
 
 
-def test_hooks_install_and_uninstall_update_every_kernels_image(system: Chroot) -> None:
-    """`rescue hooks install --update` rebuilds the image of every installed kernel, not only the running
-    one, and says which; `uninstall --update` takes the hooks out of all of them again. A second kernel
-    version is the first one's files under another name (what update-initramfs and mkinitramfs read)."""
+@contextlib.contextmanager
+def second_kernel(system: Chroot) -> Iterator[str]:
+    """A second kernel version: the first one's files under another name (what update-initramfs,
+    mkinitramfs and dracut read), gone again afterwards."""
     second = system.kver + "-second"
     shutil.copytree(
         system.path(f"/lib/modules/{system.kver}"), system.path(f"/lib/modules/{second}"), symlinks=True
     )
-    for name in (
-        "config",
-        "vmlinuz",
-    ):  # update-initramfs -k all takes the versions `linux-version list` knows
+    # update-initramfs -k all takes the versions `linux-version list` knows
+    for name in ("config", "vmlinuz"):
         shutil.copy(system.path(f"/boot/{name}-{system.kver}"), system.path(f"/boot/{name}-{second}"))
-    images = [f"/boot/initrd.img-{k}" for k in (system.kver, second)]
-    fast = system.path("/etc/initramfs-tools/conf.d/zz-test-fast")
-    fast.write_text("MODULES=list\n")  # small images: this is about which images, not what is in them
     try:
-        for kver, image in zip((system.kver, second), images, strict=True):
-            if not system.path(image).exists():
-                system.run("update-initramfs", "-c", "-k", kver)
-        out = system.run("rescue", "hooks", "install", "--host", "192.0.2.10", "--update")
-        assert (
-            sorted(line.split()[-1] for line in out.splitlines() if line.startswith("rebuilt ")) == images
-        ), out
-        for image in images:
-            listing = system.run("lsinitramfs", image).split()
-            assert "lib/rescue/watchdog.sh" in listing or "usr/lib/rescue/watchdog.sh" in listing, image
-            assert "scripts/init-premount/rescue" in listing, image
-        out = system.run("rescue", "hooks", "uninstall", "--update")
-        assert (
-            sorted(line.split()[-1] for line in out.splitlines() if line.startswith("rebuilt ")) == images
-        ), out
-        for image in images:
-            assert not [n for n in system.run("lsinitramfs", image).split() if "rescue" in n], image
+        yield second
     finally:
-        fast.unlink()
-        if system.path("/var/lib/rescue/hooks-installed.json").exists():
-            system.run("rescue", "hooks", "uninstall")
         system.run("update-initramfs", "-d", "-k", second)
         shutil.rmtree(system.path(f"/lib/modules/{second}"))
         for name in ("config", "vmlinuz"):
             system.path(f"/boot/{name}-{second}").unlink()
+
+
+def rebuilt(out: str) -> list[str]:
+    return sorted(line.split()[-1] for line in out.splitlines() if line.startswith("rebuilt "))
+
+
+def test_hooks_install_and_uninstall_update_every_kernels_image(system: Chroot) -> None:
+    """`rescue hooks install --update` rebuilds the image of every installed kernel, not only the running
+    one, and says which; `uninstall --update` takes the hooks out of all of them again."""
+    fast = system.path("/etc/initramfs-tools/conf.d/zz-test-fast")
+    fast.write_text("MODULES=list\n")  # small images: this is about which images, not what is in them
+    try:
+        with second_kernel(system) as second:
+            images = [f"/boot/initrd.img-{k}" for k in (system.kver, second)]
+            for kver, image in zip((system.kver, second), images, strict=True):
+                if not system.path(image).exists():
+                    system.run("update-initramfs", "-c", "-k", kver)
+            out = system.run("rescue", "hooks", "install", "--host", "192.0.2.10", "--update")
+            assert rebuilt(out) == images, out
+            for image in images:
+                listing = system.run("lsinitramfs", image).split()
+                assert "lib/rescue/watchdog.sh" in listing or "usr/lib/rescue/watchdog.sh" in listing, image
+                assert "scripts/init-premount/rescue" in listing, image
+            out = system.run("rescue", "hooks", "uninstall", "--update")
+            assert rebuilt(out) == images, out
+            for image in images:
+                assert not [n for n in system.run("lsinitramfs", image).split() if "rescue" in n], image
+    finally:
+        fast.unlink()
+        if system.path("/var/lib/rescue/hooks-installed.json").exists():
+            system.run("rescue", "hooks", "uninstall")
+
+
+@pytest.fixture
+def bare(tmp_path: Path) -> Iterator[Chroot]:
+    """The same bookworm chroot without the package: where a pip-installed rescue puts its hooks (the
+    package brings its own dracut module, which `hooks install` rightly refuses to overwrite)."""
+    root = tmp_path / "root"
+    chroot.unpack(chroot.cached_tarball(), root)
+    try:
+        with chroot.mounted(root):
+            yield Chroot(root, next(p.name for p in (root / "lib/modules").iterdir()), set(), "")
+    finally:
+        chroot.remove_tree(root)
+
+
+def test_dracut_hooks_install_and_uninstall_update_every_kernels_image(bare: Chroot) -> None:
+    """With dracut (bookworm's real dracut-core in the chroot), from this checkout's rescue with --root:
+    `dracut --force --kver` for every kernel, and out again with uninstall --update."""
+    bare.path("/etc/dracut.conf.d/zz-test-fast.conf").write_text('hostonly="yes"\ncompress="cat"\n')
+    rescue = [sys.executable, "-m", "rescue", "hooks"]
+    where = ["--root", str(bare.root)]
+    with second_kernel(bare) as second:
+        kvers = sorted((bare.kver, second))
+        install = [*rescue, "install", *where, "--flavor", "dracut", "--host", "192.0.2.10", "--update"]
+        out = chroot.run(install, cwd=REPO).stdout
+        assert rebuilt(out) == kvers, out
+        for kver in kvers:
+            listing = bare.run("lsinitrd", f"/boot/initrd.img-{kver}")
+            assert "rescue/watchdog.sh" in listing and "rescue-always.sh" in listing, kver
+        out = chroot.run([*rescue, "uninstall", *where, "--update"], cwd=REPO).stdout
+        assert rebuilt(out) == kvers, out
+        for kver in kvers:  # (dracut's own module "rescue" is another thing)
+            listing = bare.run("lsinitrd", f"/boot/initrd.img-{kver}")
+            assert "rescue-send" not in listing and "rescue/watchdog.sh" not in listing, kver
 
 
 def test_purge_leaves_nothing_behind(system: Chroot) -> None:
