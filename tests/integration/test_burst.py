@@ -68,14 +68,16 @@ def test_a_low_hard_limit_admits_fewer_and_says_so(tmp_path: Path) -> None:
 
 
 def test_a_full_disk_during_a_burst_loses_no_sender_in_silence(tmp_path: Path) -> None:
-    small = tmp_path / "small"
+    # The small disk holds the captures only: the listener's stderr (beside them, in tmp_path) must not
+    # fill up with them, or its "disk full" could not be written.
+    small = tmp_path / "captures"
     small.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(small)], capture_output=True
     )
     require(mounted.returncode == 0, "needs root to mount a small tmpfs")
     try:
-        lst = Listener(small / "captures", "--min-free", "0")  # the disk is to fill up, not be guarded
+        lst = Listener(small, "--min-free", "0")  # the disk is to fill up, not be guarded
         try:
             run = fleet(lst.port, 120, concurrency=60)
             counts = run.counts()
