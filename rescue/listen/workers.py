@@ -125,6 +125,9 @@ class Workers:
         except (EOFError, OSError):
             self._lost(worker)
             return
+        except Exception as error:  # an answer that cannot be unpickled here: that job's failure only
+            why = f"{type(error).__name__}: {error}"
+            ok, value = False, RuntimeError(f"a worker's answer is unreadable ({why})")
         fut = worker.held.popleft()
         if not fut.done():
             if ok:

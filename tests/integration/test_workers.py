@@ -13,6 +13,17 @@ from typing import Any
 from rescue.listen.workers import WorkerDied, Workers
 
 
+def _refuse_to_load(what: str) -> None:
+    raise ValueError(f"{what} cannot be loaded")
+
+
+class Unloadable:
+    """Pickled fine in the worker; loading it back in the listener fails."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _refuse_to_load, ("this answer",)
+
+
 def work(job: Any) -> Any:
     """What the workers run in these tests (imported by the fork server, so at module level)."""
     if job == "raise":
@@ -21,6 +32,8 @@ def work(job: Any) -> Any:
         os.kill(os.getpid(), signal.SIGKILL)
     if job == "pid":
         return os.getpid()
+    if job == "unloadable":
+        return Unloadable()
     return job * 2
 
 
@@ -40,6 +53,15 @@ def test_results_and_exceptions_come_back() -> None:
     (answer, error, pid), said = asyncio.run(with_workers(2, body))
     assert answer == 42 and isinstance(error, ValueError) and str(error) == "bad job"
     assert pid != os.getpid() and said == []
+
+
+def test_an_answer_that_cannot_be_loaded_fails_its_job_only() -> None:
+    async def body(w: Workers) -> list[Any]:
+        return await asyncio.gather(w.submit("unloadable"), w.submit(21), return_exceptions=True)
+
+    (error, answer), said = asyncio.run(with_workers(1, body))
+    assert isinstance(error, RuntimeError) and "this answer cannot be loaded" in str(error)
+    assert answer == 42 and said == []
 
 
 def test_a_dead_worker_fails_its_job_and_is_replaced() -> None:
