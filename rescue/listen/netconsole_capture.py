@@ -9,6 +9,7 @@ as the manifest says. Everything here runs on the event loop's thread except the
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from rescue.capture.manifest import (
     MANIFEST,
+    MANIFEST_RESERVE,
     PARTIAL,
     FileEntry,
     Kind,
@@ -23,6 +25,7 @@ from rescue.capture.manifest import (
     Status,
     read_manifest,
     write_manifest,
+    write_manifest_in_place,
 )
 from rescue.capture.store import Store, iso
 from rescue.units import human_size
@@ -43,6 +46,7 @@ class LogFile:
         self.directory = directory
         self._hash = hashlib.sha256()
         self.bytes = 0  # written and buffered
+        self.unwritten = 0  # bytes the disk refused (full): dropped, so the file and its hash agree
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
@@ -70,15 +74,20 @@ class LogFile:
         if not self._buffer:
             return
         data, self._buffer, self._buffered = b"".join(self._buffer), [], 0
-        self._hash.update(data)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+        finally:  # what the disk did not take is dropped and counted: the manifest describes the file
+            self._hash.update(data[:written])
+            self.unwritten += len(data) - written
+            self.bytes -= len(data) - written
 
     def commit(self) -> FileEntry:
         """fsync, close and give the file its final name."""
         if self._fd >= 0:
-            self.flush()
+            with contextlib.suppress(OSError):  # a full disk: counted in unwritten, said by the caller
+                self.flush()
             os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
@@ -130,7 +139,8 @@ class NetCapture:
             self.path, self.own = cap.path, True
             self.manifest = cap.manifest
             self.manifest.kind, self.manifest.header = Kind.NETCONSOLE, header  # one dict: named later too
-            write_manifest(self.path, self.manifest, durable=False)
+            # Padded, as the TCP path's: on a full disk the final manifest goes over these blocks.
+            write_manifest(self.path, self.manifest, durable=False, reserve=MANIFEST_RESERVE)
         self.log = LogFile(self.path)
 
     def write(self, lines: list[str]) -> None:
@@ -151,19 +161,22 @@ class NetCapture:
         self.finished, self.status = False, Status.RECEIVING
         if self.own:
             self.manifest.status = Status.RECEIVING
-            write_manifest(self.path, self.manifest, durable=False)
+            write_manifest(self.path, self.manifest, durable=False, reserve=MANIFEST_RESERVE)
 
     def finish(self, status: Status, reason: str, received: int) -> None:
         """Commit the file and write the manifest that lists it (analysis follows in record())."""
-        self.finished, self.status, self.reason = True, status, reason
         if self.dropped:
             reason += f"; {self.dropped} lines over the size limit not kept"
         entry = self.log.commit()
+        if self.log.unwritten:
+            status = Status.INCOMPLETE
+            reason = f"disk full: {human_size(self.log.unwritten)} of the stream not written; {reason}"
+        self.finished, self.status, self.reason = True, status, reason
         if self.own:
             m = self.manifest
             m.status, m.reason, m.ended, m.stream_bytes = status, reason, iso(time.time()), received
             m.files = [entry]
-            write_manifest(self.path, m)
+            _write_final(self.path, m)
         else:
             self._update_bundle(entry, None)
 
@@ -175,7 +188,7 @@ class NetCapture:
         entry = self.log.entry()
         if self.own:
             self.manifest.analysis = analysis
-            write_manifest(self.path, self.manifest)
+            _write_final(self.path, self.manifest)
             return self.manifest
         return self._update_bundle(entry, analysis)
 
@@ -185,7 +198,7 @@ class NetCapture:
         m.header.setdefault("netconsole", self.peer)
         if analysis is not None:
             m.analysis = analysis
-        write_manifest(self.path, m)
+        _write_final(self.path, m)
         return m
 
     def join(self, bundle: Path) -> Path | None:
@@ -202,3 +215,14 @@ class NetCapture:
         if self.finished:
             self._update_bundle(self.log.entry(), None)
         return old
+
+
+def _write_final(directory: Path, m: Manifest) -> None:
+    """The manifest; on a full disk a compact one over the blocks of the one already there (the analysis
+    left out), so it never stays `receiving` and never lies about the file."""
+    try:
+        write_manifest(directory, m)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        write_manifest_in_place(directory, m)

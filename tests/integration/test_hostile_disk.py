@@ -4,12 +4,15 @@ and the bytes reported are the bytes kept."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 from pathlib import Path
 
 from tests.conftest import Listener, nc_send, wait_until
 from tests.integration.hostile import DMESG, endless, files_on_disk, fill, manifest_of, tar_of, tmpfs
+from tests.integration.test_netconsole import send_udp
+from tests.unit.test_netconsole import recorded
 
 REFUSED = b"rescue: refused: "
 
@@ -142,3 +145,24 @@ def test_kill_during_a_transfer_then_restart_marks_it_incomplete(tmp_path: Path)
     # The `receiving` manifest already named the machine (never the token), and so does its directory.
     assert m["header"] == {"machine": "web-7"} and Path(recovered["path"]).parent.name == "web-7"
     again.stop()
+
+
+def test_netconsole_on_a_full_disk_describes_what_it_kept(tmp_path: Path) -> None:
+    datagrams = recorded()
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        lst = Listener(disk / "c", "--min-free", "0", "--netconsole-quiet", "2")
+        send_udp(lst.port, datagrams[:20])
+        path = Path(lst.wait_for("netconsole")["path"])
+        log = path / "netconsole.log.partial"
+        wait_until(lambda: log.exists() and log.stat().st_size > 0, 10, "the first lines written")
+        hog = fill(disk)
+        send_udp(lst.port, datagrams[20:])  # the panic among them: it ends the stream
+        event = lst.wait_for("capture", 30)
+        m = manifest_of(path)  # on disk, not only in the event
+        assert m["status"] == event["status"] == "incomplete" and "disk full" in m["reason"], m
+        for entry in m["files"]:  # every byte the manifest names is on disk, and only those
+            data = (path / entry["name"]).read_bytes()
+            assert len(data) == entry["bytes"] and hashlib.sha256(data).hexdigest() == entry["sha256"]
+        hog.unlink()
+        lst.stop()
+        no_receiving_manifest(disk / "c")
