@@ -78,7 +78,7 @@ def _build(root: Path, suite: str, packages: Sequence[str]) -> None:
         policy = tree / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
-        # The chroot's apt checks what the host's apt checks (a host that accepts expired Release files).
+        # A Release past its Valid-Until is accepted (apt.validity_options says why).
         apt = ["apt-get", *validity_options()]
         in_chroot(tree, [*apt, "-q", "update"])
         in_chroot(tree, [*apt, "install", "-y", "-q", "--no-install-recommends", *packages], timeout=1800)

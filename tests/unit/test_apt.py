@@ -42,6 +42,7 @@ def test_suite_options_name_only_the_cache(tmp_path: Path) -> None:
     apt = SuiteApt.for_suite("sid", tmp_path, mirror="http://m.example/debian")
     options = apt.options()
     values = [o for o in options if o != "-o"]
-    assert "Dir::Etc::sourceparts=-" in values
-    assert all(v.split("=", 1)[1].startswith(str(tmp_path)) for v in values if v != "Dir::Etc::sourceparts=-")
+    assert "Dir::Etc::sourceparts=-" in values and "Acquire::Check-Valid-Until=false" in values
+    paths = [v for v in values if v.startswith("Dir::") and v != "Dir::Etc::sourceparts=-"]
+    assert len(paths) == 3 and all(v.split("=", 1)[1].startswith(str(tmp_path)) for v in paths)
     assert not any("/etc/apt" in v for v in values)
