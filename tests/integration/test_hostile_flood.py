@@ -18,6 +18,19 @@ REFUSED = b"rescue: refused: "
 
 
 @contextmanager
+def silent(lst: Listener, count: int) -> Iterator[list[socket.socket]]:
+    """count connections that send nothing, each admitted (its `connection` event seen); closed after."""
+    socks = [socket.create_connection(("127.0.0.1", lst.port)) for _ in range(count)]
+    try:
+        for _ in range(count):
+            lst.wait_for("connection")
+        yield socks
+    finally:
+        for s in socks:
+            s.close()
+
+
+@contextmanager
 def slowloris(port: int, count: int, every: float = 0.5, rounds: int = 60) -> Iterator[list[socket.socket]]:
     """count connections, each sending one byte of a header line every `every` s (at most `rounds`)."""
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
@@ -95,24 +108,15 @@ def test_an_idle_flood_makes_room_for_real_senders(tmp_path: Path, busybox: str)
 
 def test_silent_connections_within_their_budget_are_not_evicted(tmp_path: Path, busybox: str) -> None:
     lst = Listener(tmp_path / "c", "--max-connections", "5", "--first-block-timeout", "60")
-    socks = [socket.create_connection(("127.0.0.1", lst.port)) for _ in range(5)]
-    try:
-        for _ in range(5):
-            lst.wait_for("connection")
+    with silent(lst, 5):
         sent = nc_send(busybox, lst.port, DMESG)
         assert sent.stdout == REFUSED + b"too many connections (--max-connections 5)\n"
         assert not any(e["event"] == "evicted" for e in lst.events)
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_one_address_cannot_take_the_table(tmp_path: Path, busybox: str) -> None:
     lst = Listener(tmp_path / "c", "--max-per-peer", "3", "--first-block-timeout", "60")
-    socks = [socket.create_connection(("127.0.0.1", lst.port)) for _ in range(3)]
-    try:
-        for _ in range(3):
-            lst.wait_for("connection")
+    with silent(lst, 3):
         sent = nc_send(busybox, lst.port, DMESG)
         assert sent.stdout == REFUSED + b"too many connections from this address (--max-per-peer 3)\n"
         with connect_from("127.0.0.2", lst.port) as other:  # another peer still gets in
@@ -121,9 +125,6 @@ def test_one_address_cannot_take_the_table(tmp_path: Path, busybox: str) -> None
             assert read_all(other) == b""
         ev = lst.wait_for("capture")
         assert ev["peer"] == "127.0.0.2" and ev["status"] == "complete"
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_a_trickling_sender_goes_when_the_table_is_full(tmp_path: Path, busybox: str) -> None:
