@@ -13,6 +13,13 @@ from rescue.harness.kernel import DEFAULT_PACKAGE, parse_depends, parse_version,
 from rescue.kmod import KERNEL_ENV, chosen_kernel, installed_kernels, version_key
 from tests.conftest import require
 
+# In version order; a string sort puts -10 before -9 (tests/data/kernel-versions.txt).
+VERSIONS = [
+    line
+    for line in (Path(__file__).parent.parent / "data" / "kernel-versions.txt").read_text().splitlines()
+    if line and not line.startswith("#")
+]
+
 DEPENDS = """linux-image-cloud-amd64
   Depends: linux-image-6.1.0-56-cloud-amd64
  |Depends: <linux-image-6.1.0-55-cloud-amd64>
@@ -46,13 +53,9 @@ def test_unknown_package_is_one_clear_error() -> None:
 
 
 def test_kernel_versions_sort_by_their_numbers() -> None:
-    versions = ["6.1.0-9-cloud-amd64", "6.12.57+deb12-cloud-amd64", "6.1.0-10-cloud-amd64", "5.10.0-30-amd64"]
-    assert sorted(versions, key=version_key) == [
-        "5.10.0-30-amd64",
-        "6.1.0-9-cloud-amd64",
-        "6.1.0-10-cloud-amd64",  # a string sort puts -10 before -9
-        "6.12.57+deb12-cloud-amd64",
-    ]
+    assert sorted(VERSIONS) != VERSIONS  # the data holds a case a string sort gets wrong
+    assert sorted(reversed(VERSIONS), key=version_key) == VERSIONS
+    assert sorted(sorted(VERSIONS), key=version_key) == VERSIONS
 
 
 def _kernel(root: Path, version: str, *, dep: bool = True, vmlinuz: str | None = "boot") -> None:
@@ -68,32 +71,28 @@ def _kernel(root: Path, version: str, *, dep: bool = True, vmlinuz: str | None =
 
 
 def test_installed_kernels_need_modules_dep_and_come_oldest_first(tmp_path: Path) -> None:
-    _kernel(tmp_path, "6.1.0-10-cloud-amd64")
-    _kernel(tmp_path, "6.1.0-9-cloud-amd64")
-    _kernel(tmp_path, "7.2.13+deb14-cloud-amd64", vmlinuz="moddir")
-    _kernel(tmp_path, "6.2.0-1-amd64", dep=False)  # a leftover directory, no modules.dep
-    _kernel(tmp_path, "6.1.0-11-amd64", vmlinuz=None)  # modules without a kernel image
+    _kernel(tmp_path, VERSIONS[2])
+    _kernel(tmp_path, VERSIONS[1])
+    _kernel(tmp_path, VERSIONS[-1], vmlinuz="moddir")  # Debian 7.x
+    _kernel(tmp_path, VERSIONS[4], dep=False)  # a leftover directory, no modules.dep
+    _kernel(tmp_path, VERSIONS[3], vmlinuz=None)  # modules without a kernel image
     found = installed_kernels(tmp_path)
-    assert [k.version for k in found] == [
-        "6.1.0-9-cloud-amd64",
-        "6.1.0-10-cloud-amd64",
-        "6.1.0-11-amd64",
-        "7.2.13+deb14-cloud-amd64",
-    ]
-    assert found[-1].vmlinuz == tmp_path / "lib/modules/7.2.13+deb14-cloud-amd64/vmlinuz"
+    assert [k.version for k in found] == [VERSIONS[1], VERSIONS[2], VERSIONS[3], VERSIONS[-1]]
+    assert found[-1].vmlinuz == tmp_path / "lib/modules" / VERSIONS[-1] / "vmlinuz"
     assert found[2].vmlinuz is None
 
 
 def test_chosen_kernel_is_the_newest_or_the_one_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _kernel(tmp_path, "6.1.0-9-cloud-amd64")
-    _kernel(tmp_path, "6.1.0-10-cloud-amd64")
-    _kernel(tmp_path, "6.1.0-11-amd64", vmlinuz=None)
+    old, bootable, newest, missing = VERSIONS[1], VERSIONS[2], VERSIONS[3], VERSIONS[-1]
+    _kernel(tmp_path, old)
+    _kernel(tmp_path, bootable)
+    _kernel(tmp_path, newest, vmlinuz=None)
     monkeypatch.delenv(KERNEL_ENV, raising=False)
-    assert chosen_kernel(tmp_path).version == "6.1.0-11-amd64"  # type: ignore[union-attr]
-    assert chosen_kernel(tmp_path, bootable=True).version == "6.1.0-10-cloud-amd64"  # type: ignore[union-attr]
-    monkeypatch.setenv(KERNEL_ENV, "6.1.0-9-cloud-amd64")
-    assert chosen_kernel(tmp_path).version == "6.1.0-9-cloud-amd64"  # type: ignore[union-attr]
-    monkeypatch.setenv(KERNEL_ENV, "6.1.0-99-cloud-amd64")
+    assert chosen_kernel(tmp_path).version == newest  # type: ignore[union-attr]
+    assert chosen_kernel(tmp_path, bootable=True).version == bootable  # type: ignore[union-attr]
+    monkeypatch.setenv(KERNEL_ENV, old)
+    assert chosen_kernel(tmp_path).version == old  # type: ignore[union-attr]
+    monkeypatch.setenv(KERNEL_ENV, missing)
     assert chosen_kernel(tmp_path) is None  # named but not installed: the caller says so
