@@ -80,41 +80,38 @@ def test_initramfs_tools_with_panic_set_sends_by_itself(harness: Harness, listen
     assert storage["params"]["module"] == ["virtio_blk"], storage
 
 
-def test_dracut_with_systemd_and_no_rd_timeout_sends_by_itself(harness: Harness, listener: Listener) -> None:
+def dracut_root_missing(harness: Harness, listener: Listener, *, systemd: bool, after: int) -> str:
+    """A dracut image with the hooks (systemd in the initrd or its shell init) booted with root=/dev/vdb
+    and rescue.after=AFTER, until its collector sent; the console log."""
     need("dracut", "dracut-core")
-    img = harness.workdir / "dracut-systemd.img"
+    name = "dracut-systemd" if systemd else "dracut-shell"
+    img = harness.workdir / f"{name}.img"
+    kver = harness.generator_kernel()[0]
     if not img.exists():
-        build_dracut_image(img, harness.generator_kernel()[0], host=HOST_FROM_GUEST, port=3333, systemd=True)
-    # rescue.after=40 rather than the default 60 s: the same path, less CI time. A generous collector
-    # timeout: under TCG on a busy machine the collector shares one slow CPU with udev's coldplug.
-    args = ("root=/dev/vdb", "rescue.after=40", "rescue.timeout=120", *send_args(listener))
+        build_dracut_image(img, kver, host=HOST_FROM_GUEST, port=3333, systemd=systemd)
+    # A generous collector timeout: under TCG on a busy machine the collector shares one slow CPU with
+    # udev's coldplug.
+    args = ("root=/dev/vdb", f"rescue.after={after}", "rescue.timeout=120", *send_args(listener))
     spec = replace(
         harness.spec(img, kernel=harness.generator_kernel()[1]),
         cmdline=cmdline(*args, panic=False),
         extra=("-uuid", VM_UUID),
     )
-    result = harness.boot_until_sent(spec, "watchdog-dracut-systemd", timeout=300)
+    result = harness.boot_until_sent(spec, f"watchdog-{name}", timeout=300)
     assert result.end and result.end.startswith("rescue: sent"), result.log_path
-    log = result.log_path.read_text(errors="replace")
+    return result.log_path.read_text(errors="replace")
+
+
+def test_dracut_with_systemd_and_no_rd_timeout_sends_by_itself(harness: Harness, listener: Listener) -> None:
+    # rescue.after=40 rather than the default 60 s: the same path, less CI time.
+    log = dracut_root_missing(harness, listener, systemd=True, after=40)
     assert "systemd" in log and "rd.timeout" not in log.split("Kernel command line")[1].split("\n")[0]
     check_watchdog_bundle(listener, "dracut", systemd=True)
 
 
 def test_dracut_shell_init_sends_before_it_gives_up(harness: Harness, listener: Listener) -> None:
-    need("dracut", "dracut-core")
-    img = harness.workdir / "dracut-shell.img"
-    if not img.exists():
-        build_dracut_image(img, harness.generator_kernel()[0], host=HOST_FROM_GUEST, port=3333)
     # No rd.retry, no rd.timeout: dracut's own wait (180 s); rescue.after=30 for less CI time, same path.
-    args = ("root=/dev/vdb", "rescue.after=30", "rescue.timeout=120", *send_args(listener))
-    spec = replace(
-        harness.spec(img, kernel=harness.generator_kernel()[1]),
-        cmdline=cmdline(*args, panic=False),
-        extra=("-uuid", VM_UUID),
-    )
-    result = harness.boot_until_sent(spec, "watchdog-dracut-shell", timeout=300)
-    assert result.end and result.end.startswith("rescue: sent"), result.log_path
-    log = result.log_path.read_text(errors="replace")
+    log = dracut_root_missing(harness, listener, systemd=False, after=30)
     fired = log.index("the root filesystem is not mounted after 30s")
     assert "Could not boot" not in log[:fired] and "rd.retry" not in log  # dracut still waited
     assert "systemd[1]" not in log  # the shell init, not systemd
